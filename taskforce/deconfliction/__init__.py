@@ -1,0 +1,1 @@
+"""deconfliction: see DESIGN.md; built by its own issue."""

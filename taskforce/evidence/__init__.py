@@ -1,0 +1,1 @@
+"""evidence: see DESIGN.md; built by its own issue."""

@@ -1,0 +1,1 @@
+"""graph: see DESIGN.md; built by its own issue."""

@@ -1,0 +1,1 @@
+"""investigations: see DESIGN.md; built by its own issue."""

@@ -1,0 +1,1 @@
+"""victims: see DESIGN.md; built by its own issue."""

@@ -77,6 +77,23 @@ def respond(status: int, message: str, fields: dict | None = None, code: str | N
 
 
 def init_app(app: Flask) -> None:
+    @app.error_processor
+    def _apiflask(err):
+        """APIFlask's own errors (input validation) in the one body shape."""
+        from taskforce.extensions import db
+
+        db.session.rollback()
+        fields = {}
+        for location, messages in (err.detail or {}).items():
+            if isinstance(messages, dict):
+                fields.update(messages)
+            else:
+                fields[location] = messages
+        message = err.message
+        if err.status_code == 422:
+            message = "Some fields are invalid: " + ", ".join(sorted(fields)) if fields else message
+        return error_body(err.status_code, message, fields), err.status_code, err.headers
+
     @app.errorhandler(DomainError)
     def _domain(err: DomainError):
         from taskforce.extensions import db

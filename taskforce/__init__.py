@@ -32,7 +32,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
         "SessionCookie": {"type": "apiKey", "in": "cookie", "name": "session"},
     }
 
-    from taskforce import errors, extensions, jobs, web
+    from taskforce import cli, errors, jobs, mail, web  # noqa: F401  (mail registers its job)
     from taskforce.extensions import csrf, db, limiter, login_manager, migrate
 
     db.init_app(app)
@@ -58,6 +58,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     accounts.init_app(app)
     audit.init_app(app)
     health.init_app(app)
+    cli.init_app(app)
     for name in ("investigations", "graph", "evidence", "deconfliction", "victims"):
         __import__(f"taskforce.{name}")
     return app

@@ -25,12 +25,9 @@ def _database() -> str:
 
 
 def _neo4j() -> str:
-    from neo4j import GraphDatabase
+    from taskforce.graph import client
 
-    cfg = current_app.config
-    with GraphDatabase.driver(cfg["NEO4J_URI"], auth=(cfg["NEO4J_USER"], cfg["NEO4J_PASSWORD"]),
-                              connection_timeout=2) as drv:
-        drv.verify_connectivity()
+    client.driver().verify_connectivity()
     return "ok"
 
 

@@ -1,0 +1,1 @@
+"""pytest plugins of the project (loaded through `pytest_plugins` in tests/conftest.py)."""

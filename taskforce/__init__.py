@@ -26,6 +26,11 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     app.config.update(config.load(environ, instance_path=app.instance_path))
     if overrides:
         app.config.update(overrides)
+    if app.config["TRUSTED_PROXIES"]:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = app.config["TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n)
     app.config["SERVERS"] = [{"url": "/"}]
     app.config["SECURITY_SCHEMES"] = {
         "BearerAuth": {"type": "http", "scheme": "bearer"},
@@ -40,7 +45,6 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     login_manager.init_app(app)
     csrf.init_app(app)
     limiter.init_app(app)
-    app.config.setdefault("RATELIMIT_STORAGE_URI", app.config["RATELIMIT_STORAGE_URI"])
     errors.init_app(app)
     jobs.init_app(app)
 

@@ -18,6 +18,7 @@ from taskforce.accounts import service
 from taskforce.accounts.models import AGENCY_LEVELS
 from taskforce.accounts.permissions import Actor
 from taskforce.errors import DomainError
+from taskforce.extensions import db
 
 accounts_cli = AppGroup("accounts", help="Agencies, users, MFA and the demo task force.")
 
@@ -50,6 +51,7 @@ def _console() -> Actor:
 
 
 def _fail(err: DomainError) -> None:
+    db.session.rollback()  # as the web error handler does: never a partial write
     detail = "; ".join(f"{k}: {' '.join(map(str, v)) if isinstance(v, list) else v}"
                        for k, v in err.fields.items())
     raise click.ClickException(err.message + (f" ({detail})" if detail else ""))
@@ -65,19 +67,18 @@ def create_admin(username: str, full_name: str, email: str, agency_name: str,
                  password: str) -> None:
     """Create a task force administrator (and their agency if it is new)."""
     actor = _console()
+    known = {a.name.lower() for a in service.list_agencies(actor=actor)}
+    level = ori = None
+    if " ".join(agency_name.split()).lower() not in known:
+        level = click.prompt("Agency level", type=click.Choice(AGENCY_LEVELS))
+        ori = click.prompt("Agency ORI (9 characters, e.g. OH0180000)")
     try:
-        agency = next((a for a in service.list_agencies(actor=actor)
-                       if a.name.lower() == agency_name.strip().lower()), None)
-        if agency is None:
-            level = click.prompt("Agency level", type=click.Choice(AGENCY_LEVELS))
-            ori = click.prompt("Agency ORI (9 characters, e.g. OH0180000)")
-            agency = service.create_agency(actor=actor, name=agency_name, level=level, ori=ori)
-        user, _ = service.create_user(actor=actor, username=username, full_name=full_name,
-                                      email=email, agency_id=agency.id, roles=["admin"],
-                                      password=password)
+        user = service.create_first_admin(
+            actor=actor, username=username, full_name=full_name, email=email,
+            password=password, agency_name=agency_name, agency_level=level, agency_ori=ori)
     except DomainError as err:
         _fail(err)
-    click.echo(f"Administrator {user.username} created in {agency.name}. "
+    click.echo(f"Administrator {user.username} created in {user.agency.name}. "
                "At first sign-in they will set up two-step sign-in (TOTP).")
 
 

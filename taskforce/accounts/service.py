@@ -117,9 +117,7 @@ def get_agency(*, actor: Actor, agency_id: int) -> Agency:
     return agency
 
 
-def create_agency(*, actor: Actor, name: str, level: str, ori: str, active: bool = True
-                  ) -> Agency:
-    _require(policy.can_manage_agencies(actor), "Only an administrator creates agencies.")
+def _add_agency(*, actor: Actor, name: str, level: str, ori: str, active: bool) -> Agency:
     clean = _clean_agency(name=name, level=level, ori=ori)
     _agency_clash(name=clean["name"], ori=clean["ori"])
     agency = Agency(**clean, active=active)
@@ -127,6 +125,13 @@ def create_agency(*, actor: Actor, name: str, level: str, ori: str, active: bool
     db.session.flush()
     audit.record(actor=actor, action="agency.created", object_type="agency", object_id=agency.id,
                  details=dict(clean, active=active))
+    return agency
+
+
+def create_agency(*, actor: Actor, name: str, level: str, ori: str, active: bool = True
+                  ) -> Agency:
+    _require(policy.can_manage_agencies(actor), "Only an administrator creates agencies.")
+    agency = _add_agency(actor=actor, name=name, level=level, ori=ori, active=active)
     _commit("An agency with this name or ORI already exists.")
     return agency
 
@@ -207,6 +212,33 @@ def create_user(*, actor: Actor, username: str, full_name: str, email: str, agen
                 roles: Iterable[str], password: str | None = None) -> tuple[User, str | None]:
     """Returns the user and, when none was given, the temporary password (shown once)."""
     _require(policy.can_administer_users(actor), "Only an administrator creates accounts.")
+    agency = db.session.get(Agency, agency_id)
+    if agency is None or not agency.active:
+        raise Invalid("Choose an active agency.", fields={"agency_id": ["Unknown agency."]})
+    user, password = _add_user(actor=actor, username=username, full_name=full_name, email=email,
+                               agency=agency, roles=roles, password=password)
+    _commit(f"The username {user.username!r} is taken.")
+    return user, password
+
+
+def create_first_admin(*, actor: Actor, username: str, full_name: str, email: str,
+                       password: str, agency_name: str, agency_level: str | None = None,
+                       agency_ori: str | None = None) -> User:
+    """An administrator, and their agency if it is new, in one transaction (console only)."""
+    _require(policy.is_console(actor), "Only the server console creates administrators.")
+    agency = db.session.scalar(select(Agency).where(
+        func.lower(Agency.name) == " ".join(agency_name.split()).lower()))
+    if agency is None:
+        agency = _add_agency(actor=actor, name=agency_name, level=agency_level or "",
+                             ori=agency_ori or "", active=True)
+    user, _ = _add_user(actor=actor, username=username, full_name=full_name, email=email,
+                        agency=agency, roles=["admin"], password=password)
+    _commit(f"The username {user.username!r} is taken.")
+    return user
+
+
+def _add_user(*, actor: Actor, username: str, full_name: str, email: str, agency: Agency,
+              roles: Iterable[str], password: str | None) -> tuple[User, str | None]:
     fields: dict[str, list[str]] = {}
     full_name = " ".join((full_name or "").split())
     email = (email or "").strip()
@@ -218,9 +250,6 @@ def create_user(*, actor: Actor, username: str, full_name: str, email: str, agen
         raise Invalid("Some user fields are invalid: " + ", ".join(sorted(fields)), fields=fields)
     username = _clean_username(username)
     role_list = _clean_roles(roles)
-    agency = db.session.get(Agency, agency_id)
-    if agency is None or not agency.active:
-        raise Invalid("Choose an active agency.", fields={"agency_id": ["Unknown agency."]})
     if find_user(username=username) is not None:
         raise Conflict(f"The username {username!r} is taken.",
                        fields={"username": ["Already in use."]})
@@ -240,7 +269,6 @@ def create_user(*, actor: Actor, username: str, full_name: str, email: str, agen
     db.session.flush()
     audit.record(actor=actor, action="user.created", object_type="user", object_id=user.id,
                  details={"username": username, "agency_id": agency.id, "roles": role_list})
-    _commit(f"The username {username!r} is taken.")
     return user, (password if generated else None)
 
 

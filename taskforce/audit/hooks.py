@@ -9,11 +9,12 @@ handler rolled their transaction back.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from flask import Flask, Response, current_app, g, request, request_started
 
-from taskforce.accounts.permissions import Actor, current_actor, rule_for
+from taskforce.accounts.permissions import current_actor, rule_for
 from taskforce.audit import service
 from taskforce.extensions import db
 
@@ -23,7 +24,7 @@ NOT_AUDITED_ENDPOINTS = {"static"}
 def init_app(app: Flask) -> None:
     # A signal, not before_request: it fires before any before_request hook,
     # so the flag is reset even when the permission check refuses the request.
-    pass
+    request_started.connect(_reset_flag, app)
     app.after_request(audit_request)
 
 

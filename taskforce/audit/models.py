@@ -13,11 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
-    BigInteger, CheckConstraint, DateTime, Integer, SmallInteger, String, Text, event,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Integer,
+    SmallInteger,
+    String,
+    Text,
+    event,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
@@ -73,8 +81,8 @@ def format_at(at: datetime) -> str:
     PostgreSQL hands them back in the session's zone: both normalise here.
     """
     if at.tzinfo is None:
-        at = at.replace(tzinfo=timezone.utc)
-    return at.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def canonical_bytes(values: Mapping[str, Any]) -> bytes:
@@ -92,10 +100,10 @@ def compute_hash(values: Mapping[str, Any]) -> str:
 # --- append-only guard --------------------------------------------------------------------
 
 _SQLITE_DDL = (
-    "CREATE TRIGGER IF NOT EXISTS audit_events_no_update BEFORE UPDATE ON audit_events "
-    "BEGIN SELECT RAISE(ABORT, 'audit_events is append-only: UPDATE refused'); END",
-    "CREATE TRIGGER IF NOT EXISTS audit_events_no_delete BEFORE DELETE ON audit_events "
-    "BEGIN SELECT RAISE(ABORT, 'audit_events is append-only: DELETE refused'); END",
+    ("CREATE TRIGGER IF NOT EXISTS audit_events_no_update BEFORE UPDATE ON audit_events "
+     "BEGIN SELECT RAISE(ABORT, 'audit_events is append-only: UPDATE refused'); END"),
+    ("CREATE TRIGGER IF NOT EXISTS audit_events_no_delete BEFORE DELETE ON audit_events "
+     "BEGIN SELECT RAISE(ABORT, 'audit_events is append-only: DELETE refused'); END"),
 )
 
 # Statement-level, so it also fires for TRUNCATE and for statements touching no
@@ -110,9 +118,9 @@ BEGIN
 END
 $body$""",
     "DROP TRIGGER IF EXISTS audit_events_append_only ON audit_events",
-    "CREATE TRIGGER audit_events_append_only "
-    "BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_events "
-    "FOR EACH STATEMENT EXECUTE FUNCTION audit_events_refuse_change()",
+    ("CREATE TRIGGER audit_events_append_only "
+     "BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_events "
+     "FOR EACH STATEMENT EXECUTE FUNCTION audit_events_refuse_change()"),
 )
 
 

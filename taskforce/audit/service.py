@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Callable, Iterator, Mapping
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from flask import g, has_app_context
 from sqlalchemy import Select, func, select, text
@@ -41,7 +42,11 @@ from sqlalchemy.orm import Session
 from taskforce.accounts.permissions import Actor
 from taskforce.audit import policy
 from taskforce.audit.models import (
-    GENESIS_HASH, OUTCOMES, AuditEvent, compute_hash, format_at,
+    GENESIS_HASH,
+    OUTCOMES,
+    AuditEvent,
+    compute_hash,
+    format_at,
 )
 from taskforce.errors import Forbidden
 from taskforce.extensions import db
@@ -142,7 +147,7 @@ def _append(session: Session, values: dict[str, Any]) -> AuditEvent:
         values,
         seq=head.seq + 1 if head else 1,
         prev_hash=head.hash if head else GENESIS_HASH,
-        at=datetime.now(timezone.utc),  # taken under the lock, so time follows seq
+        at=datetime.now(UTC),  # taken under the lock, so time follows seq
     )
     event = AuditEvent(**values, hash=compute_hash(values))
     session.add(event)
@@ -263,7 +268,7 @@ class AuditFilters:
     date_to: date | None = None  # inclusive
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> "AuditFilters":
+    def from_mapping(cls, data: Mapping[str, Any]) -> AuditFilters:
         return cls(**{f.name: data.get(f.name) for f in fields(cls)})
 
     def as_args(self) -> dict[str, str]:
@@ -358,4 +363,4 @@ def _filtered(query: Select, actor: Actor, filters: AuditFilters) -> Select:
 
 
 def _day_start(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=timezone.utc)
+    return datetime.combine(day, time.min, tzinfo=UTC)

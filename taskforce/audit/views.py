@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from flask import Blueprint, Response, render_template, request, stream_with_context
 from marshmallow import ValidationError
@@ -35,7 +36,7 @@ def review():
 def export():
     filters, _, _ = parse_filters(request.args)
     rows = service.export(actor=current_actor(), filters=filters)
-    filename = f"audit-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}.csv"
+    filename = f"audit-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.csv"
     return Response(stream_with_context(csv_chunks(rows)), mimetype="text/csv",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 

@@ -42,23 +42,23 @@ from Crypto.Hash import keccak
 from rapidfuzz import fuzz
 
 __all__ = [
-    "Identifier",
-    "InvalidIdentifier",
     "KINDS",
     "US_STATES",
-    "normalize",
-    "parse_date_of_birth",
-    "age_on",
-    "minor_on",
-    "person_name_tokens",
-    "person_blocking_keys",
-    "person_query_keys",
-    "name_similarity",
-    "vin_check_digit",
+    "Identifier",
+    "InvalidIdentifier",
     "aba_checksum_ok",
+    "age_on",
     "encode_base58check",
     "encode_segwit_address",
+    "minor_on",
+    "name_similarity",
+    "normalize",
+    "parse_date_of_birth",
+    "person_blocking_keys",
+    "person_name_tokens",
+    "person_query_keys",
     "to_checksum_address",
+    "vin_check_digit",
 ]
 
 
@@ -156,14 +156,19 @@ def _state_code(text: str, *, plates: bool) -> str | None:
 
 # Letters that Unicode does not decompose into a base letter + accent.
 _FOLD_EXTRA = str.maketrans({
-    "ß": "ss", "ẞ": "SS", "Æ": "AE", "æ": "ae", "Œ": "OE", "œ": "oe", "Ø": "O", "ø": "o",
-    "Ł": "L", "ł": "l", "Đ": "D", "đ": "d", "Þ": "TH", "þ": "th", "ı": "i",
-    "’": "'", "‘": "'", "ʼ": "'", "`": "'", "‐": "-", "‑": "-", "–": "-", "—": "-",
+    "\u00df": "ss", "\u1e9e": "SS",  # sharp s
+    "\u00c6": "AE", "\u00e6": "ae", "\u0152": "OE", "\u0153": "oe",  # ligatures
+    "\u00d8": "O", "\u00f8": "o", "\u0141": "L", "\u0142": "l",  # O and L with stroke
+    "\u0110": "D", "\u0111": "d", "\u00de": "TH", "\u00fe": "th",  # D with stroke, thorn
+    "\u0131": "i",  # dotless i
+    # typographic apostrophes and dashes to their ASCII forms
+    "\u2019": "'", "\u2018": "'", "\u02bc": "'", "`": "'",
+    "\u2010": "-", "\u2011": "-", "\u2013": "-", "\u2014": "-",
 })
 
 
 def _fold(text: str) -> str:
-    """Accents folded (José -> Jose), compatibility forms flattened (ｆｕｌｌ -> full)."""
+    """Accents folded (José -> Jose), compatibility forms (full-width letters) flattened."""
     decomposed = unicodedata.normalize("NFKD", text.translate(_FOLD_EXTRA))
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
@@ -325,7 +330,9 @@ def _email(value: str, **_: Any) -> Identifier:
             local = local.replace(".", "")
         domain = rule.domain
         if not local:
-            raise InvalidIdentifier(kind, value, "the mailbox name is empty once its tag is removed")
+            raise InvalidIdentifier(
+                kind, value, "the mailbox name is empty once its tag is removed"
+            )
     return Identifier(kind, f"{local}@{domain}", as_written, {"as_written": as_written})
 
 
@@ -437,7 +444,9 @@ def _bank_account(value: str, *, routing: str | None = None, **_: Any) -> Identi
         if not 15 <= len(compact) <= 34:
             raise InvalidIdentifier(kind, value, "an IBAN has 15 to 34 characters")
         if not _iban_ok(compact):
-            raise InvalidIdentifier(kind, value, "IBAN check digits do not match: a character is wrong")
+            raise InvalidIdentifier(
+                kind, value, "IBAN check digits do not match: a character is wrong"
+            )
         display = " ".join(compact[i:i + 4] for i in range(0, len(compact), 4))
         return Identifier(kind, compact, display, {"iban_country": compact[:2]})
     account = raw
@@ -589,9 +598,8 @@ def to_checksum_address(address: str) -> str:
     """The EIP-55 mixed-case form of a 0x-prefixed Ethereum address."""
     hex_part = address[2:].lower()
     digest = keccak.new(digest_bits=256, data=hex_part.encode("ascii")).hexdigest()
-    return "0x" + "".join(
-        c.upper() if c.isalpha() and int(h, 16) >= 8 else c for c, h in zip(hex_part, digest)
-    )
+    pairs = zip(hex_part, digest[:40], strict=True)
+    return "0x" + "".join(c.upper() if c.isalpha() and int(h, 16) >= 8 else c for c, h in pairs)
 
 
 _CHAINS = {
@@ -635,11 +643,12 @@ def _crypto_wallet(value: str, *, chain: str | None = None, **_: Any) -> Identif
         if not re.fullmatch(r"0[xX][0-9a-fA-F]{40}", addr):
             raise InvalidIdentifier(kind, value, "an ethereum address is 0x and 40 hex digits")
         body = addr[2:]
-        if body != body.lower() and body != body.upper():
-            if to_checksum_address("0x" + body) != "0x" + body:
-                raise InvalidIdentifier(
-                    kind, value, "ethereum address checksum (EIP-55) does not match: a character is wrong"
-                )
+        mixed_case = body not in (body.lower(), body.upper())
+        if mixed_case and to_checksum_address("0x" + body) != "0x" + body:
+            raise InvalidIdentifier(
+                kind, value,
+                "ethereum address checksum (EIP-55) does not match: a character is wrong",
+            )
         lowered = "0x" + body.lower()
         return Identifier(kind, f"eth:{lowered}", to_checksum_address(lowered), {"chain": "eth"})
 
@@ -652,7 +661,9 @@ def _crypto_wallet(value: str, *, chain: str | None = None, **_: Any) -> Identif
 
     payload = _decode_base58check(addr)
     if payload is None:
-        raise InvalidIdentifier(kind, value, f"{code} address checksum does not match: a character is wrong")
+        raise InvalidIdentifier(
+            kind, value, f"{code} address checksum does not match: a character is wrong"
+        )
     if code == "btc":
         if len(payload) != 21:
             raise InvalidIdentifier(kind, value, "not a bitcoin address")
@@ -744,7 +755,9 @@ def _online_account(value: str, *, platform: str | None = None, region: str = "U
     elif platform is None and ":" in raw:
         platform, handle = raw.split(":", 1)
     if platform is None:
-        raise InvalidIdentifier(kind, value, "an online account needs its platform (e.g. instagram)")
+        raise InvalidIdentifier(
+            kind, value, "an online account needs its platform (e.g. instagram)"
+        )
     name = _platform(kind, value, platform)
     handle = handle.strip().lstrip("@")
     if name == "cashapp":
@@ -784,7 +797,9 @@ def _ad(value: str, *, platform: str | None = None, **_: Any) -> Identifier:
     name = _platform(kind, value, platform)
     ad_id = ad_id.strip()
     if not re.fullmatch(r"[A-Za-z0-9._~-]{1,100}", ad_id):
-        raise InvalidIdentifier(kind, value, "an ad id is up to 100 letters, digits, '.', '_' or '-'")
+        raise InvalidIdentifier(
+            kind, value, "an ad id is up to 100 letters, digits, '.', '_' or '-'"
+        )
     return Identifier(kind, f"ad:{name}:{ad_id}", f"ad {ad_id} on {name}",
                       {"platform": name, "ad_id": ad_id})
 
@@ -929,7 +944,7 @@ def _format_street(tokens: list[str]) -> str:
     if len(body) >= 2 and body[-1] in _DIRECTIONALS:
         post, body = _DIRECTIONALS[body[-1]], body[:-1]
     if len(body) >= 2 and body[-1] in _STREET_SUFFIXES:
-        body = body[:-1] + [_STREET_SUFFIXES[body[-1]]]
+        body = [*body[:-1], _STREET_SUFFIXES[body[-1]]]
     return " ".join(out + ([pre] if pre else []) + body + ([post] if post else []))
 
 
@@ -975,7 +990,9 @@ def _address(value: str, *, region: str = "US", **_: Any) -> Identifier:
                 del last[-size:]
                 break
     if state is None:
-        raise InvalidIdentifier(kind, value, "an address needs a city and state (e.g. 'Springfield, IL')")
+        raise InvalidIdentifier(
+            kind, value, "an address needs a city and state (e.g. 'Springfield, IL')"
+        )
     if not last:
         parts.pop()
         last = parts[-1] if parts else []
@@ -996,9 +1013,11 @@ def _address(value: str, *, region: str = "US", **_: Any) -> Identifier:
             end += 1
         if end + 1 < len(tokens) and tokens[end] in _UNIT_DESIGNATORS:
             end += 2
-        street_parts, city = parts[:-1] + [tokens[:end]], tokens[end:]
+        street_parts, city = [*parts[:-1], tokens[:end]], tokens[end:]
     if not city:
-        raise InvalidIdentifier(kind, value, "an address needs a city and state (e.g. 'Springfield, IL')")
+        raise InvalidIdentifier(
+            kind, value, "an address needs a city and state (e.g. 'Springfield, IL')"
+        )
     if not street_parts:
         raise InvalidIdentifier(kind, value, "an address needs a street (e.g. '123 Main St')")
     # A place name written before the street ("Sunset Motel, 1420 N Lincoln Ave") is
@@ -1022,7 +1041,7 @@ def _address(value: str, *, region: str = "US", **_: Any) -> Identifier:
         raise InvalidIdentifier(kind, value, "an address needs a street (e.g. '123 Main St')")
     street = _format_street(street_tokens)
     unit = _format_unit(unit_tokens)
-    city = [_CITY_FIRST_WORD.get(city[0], city[0])] + city[1:]
+    city = [_CITY_FIRST_WORD.get(city[0], city[0]), *city[1:]]
     city_text = " ".join(city)
     line = f"{street} {unit}".strip()
     canonical = f"{line}, {city_text}, {state}" + (f" {zip5}" if zip5 else "")
@@ -1097,7 +1116,8 @@ def _person(value: str, *, dob: date | str | None = None, **_: Any) -> Identifie
     (O'Brien -> OBRIEN, Garcia-Lopez -> GARCIA LOPEZ) and *sorted*, so "John Smith",
     "Smith John" and "Smith, John" are one person. Sorting costs the surname/given
     order, so when written ``Last, First`` the surname is kept in ``details``; the
-    display is the name as written. The date of birth is given as ``dob=`` or after a ``|`` (``John Smith|1990-04-12``).
+    display is the name as written. The date of birth is given as ``dob=`` or after a
+    ``|`` (``John Smith|1990-04-12``).
     Near matches (Jon Smyth, a year off) are the job of ``person_blocking_keys``.
     """
     kind = "person"

@@ -7,6 +7,7 @@ lift the guard, is still caught by `verify_chain`.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -71,36 +72,28 @@ def test_the_guard_is_installed_once_however_often_it_is_asked(app):
         install_append_only(conn)
         install_append_only(conn)
     _record(1)
-    with pytest.raises(sa.exc.IntegrityError):
-        with db.engine.begin() as conn:
-            conn.exec_driver_sql("DELETE FROM audit_events")
+    with pytest.raises(sa.exc.IntegrityError), db.engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM audit_events")
 
 
 def test_concurrent_appends_keep_one_chain(app):
     threads, per_thread = 8, 12
     start = threading.Barrier(threads)
-    errors: list[BaseException] = []
 
     def writer(n: int) -> None:
-        try:
-            with app.app_context():
-                start.wait()
-                actor = Actor(user_id=n, username=f"user{n}", agency_id=n % 3)
-                for i in range(per_thread):
-                    if i % 3 == 0:
-                        service.record_now(actor=actor, action="login.failure", outcome="denied")
-                    else:
-                        service.record(actor=actor, action="case.read", object_id=i)
-                        db.session.commit()
-        except BaseException as exc:
-            errors.append(exc)
+        with app.app_context():
+            start.wait()
+            actor = Actor(user_id=n, username=f"user{n}", agency_id=n % 3)
+            for i in range(per_thread):
+                if i % 3 == 0:
+                    service.record_now(actor=actor, action="login.failure", outcome="denied")
+                else:
+                    service.record(actor=actor, action="case.read", object_id=i)
+                    db.session.commit()
 
-    workers = [threading.Thread(target=writer, args=(n,)) for n in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    assert not errors, errors
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for done in [pool.submit(writer, n) for n in range(threads)]:
+            done.result()  # re-raises a writer's error here
     seqs = db.session.scalars(sa.select(AuditEvent.seq).order_by(AuditEvent.seq)).all()
     assert seqs == list(range(1, threads * per_thread + 1))
     result = service.verify_chain(batch_size=10)

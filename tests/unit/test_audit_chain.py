@@ -4,6 +4,8 @@ from __future__ import annotations
 import re
 import sqlite3
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC
 
 import pytest
 import sqlalchemy as sa
@@ -12,7 +14,12 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from taskforce.accounts.permissions import Actor
 from taskforce.audit import service
 from taskforce.audit.models import (
-    GENESIS_HASH, HASHED_FIELDS, AuditEvent, compute_hash, format_at, install_append_only,
+    GENESIS_HASH,
+    HASHED_FIELDS,
+    AuditEvent,
+    compute_hash,
+    format_at,
+    install_append_only,
 )
 from taskforce.extensions import db
 
@@ -83,10 +90,10 @@ def test_an_event_commits_or_rolls_back_with_its_transaction(app):
 
 @pytest.mark.parametrize("field", [f for f in HASHED_FIELDS if f != "at"])
 def test_the_hash_covers_every_field(field):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     values = {f: None for f in HASHED_FIELDS}
-    values.update(seq=1, at=datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc),
+    values.update(seq=1, at=datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
                   action="case.read", outcome="success", prev_hash=GENESIS_HASH)
     before = compute_hash(values)
     changed = dict(values, **{field: 7})  # no field holds 7 above
@@ -96,7 +103,7 @@ def test_the_hash_covers_every_field(field):
 def test_time_is_canonical_whatever_the_zone():
     from datetime import datetime, timedelta, timezone
 
-    utc = datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    utc = datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
     elsewhere = utc.astimezone(timezone(timedelta(hours=-5)))
     naive = utc.replace(tzinfo=None)  # how SQLite hands it back
     assert format_at(utc) == format_at(elsewhere) == format_at(naive) == "2025-01-02T03:04:05.000006Z"
@@ -234,28 +241,21 @@ def test_concurrent_appends_never_fork_the_chain(app):
     """Writers racing for the head: every append lands, seq stays gapless, chain verifies."""
     threads, per_thread = 6, 10
     start = threading.Barrier(threads)
-    errors: list[BaseException] = []
 
     def writer(n: int) -> None:
-        try:
-            with app.app_context():
-                start.wait()
-                for i in range(per_thread):
-                    actor = Actor(user_id=n, username=f"user{n}")
-                    if i % 2:
-                        service.record_now(actor=actor, action="login.failure", outcome="denied")
-                    else:
-                        service.record(actor=actor, action="case.read", object_id=i)
-                        db.session.commit()
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
+        with app.app_context():
+            start.wait()
+            for i in range(per_thread):
+                actor = Actor(user_id=n, username=f"user{n}")
+                if i % 2:
+                    service.record_now(actor=actor, action="login.failure", outcome="denied")
+                else:
+                    service.record(actor=actor, action="case.read", object_id=i)
+                    db.session.commit()
 
-    workers = [threading.Thread(target=writer, args=(n,)) for n in range(threads)]
-    for w in workers:
-        w.start()
-    for w in workers:
-        w.join()
-    assert not errors, errors
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for done in [pool.submit(writer, n) for n in range(threads)]:
+            done.result()  # re-raises a writer's error here
     assert [r.seq for r in _rows()] == list(range(1, threads * per_thread + 1))
     result = service.verify_chain(batch_size=7)
     assert result.ok and result.count == threads * per_thread

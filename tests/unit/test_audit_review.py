@@ -4,7 +4,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import date, timedelta
+import re
+from datetime import UTC, date, timedelta
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -99,9 +101,9 @@ def test_filters(app, filters, expected):
 
 def test_date_range_is_inclusive_in_utc_days(app):
     seed()
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     page = service.review(actor=ADMIN, filters=AuditFilters(date_from=today, date_to=today,
                                                              action="case."))
     assert len(page.items) == 4
@@ -244,3 +246,13 @@ def test_a_signed_in_supervisor_sees_only_their_agency(app, client):
     assert resp.status_code == 200
     html = resp.get_data(as_text=True)
     assert mate.username in html and outsider.username not in html
+
+
+def test_the_pager_keeps_filters_and_page_size(client, monkeypatch):
+    seed()
+    act_as(monkeypatch, ADMIN)
+    html = client.get("/audit?per_page=2&action=case.").get_data(as_text=True)
+    older = re.search(r'href="([^"]+)" rel="next"', html).group(1).replace("&amp;", "&")
+    assert parse_qs(urlsplit(older).query) == {"page": ["2"], "per_page": ["2"],
+                                                "action": ["case."]}
+    assert client.get(older).status_code == 200

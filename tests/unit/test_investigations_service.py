@@ -148,8 +148,10 @@ def test_bad_input_names_every_field_and_writes_nothing(app, lead):
 
 # Status history ------------------------------------------------------------------------
 
-def test_status_changes_are_recorded_with_who_when_from_to_why(app, lead, case_id, monkeypatch):
+def test_status_changes_are_recorded_with_who_when_from_to_why(app, lead, monkeypatch):
     actor = lead[1]
+    monkeypatch.setattr(service, "now", lambda: at(2026, 1, 31))
+    case_id = make_case(actor)
     steps = [("active", "Surveillance began"), ("suspended", "Informant unavailable"),
              ("active", "Informant back"), ("referred_for_prosecution", "Package to USAO"),
              ("closed", "Convictions entered"), ("active", "Appeal: new evidence")]

@@ -12,7 +12,7 @@ from taskforce.accounts import PENDING_KEY, SESSION_KEY, service
 from taskforce.accounts.models import UserSession, utcnow
 from taskforce.audit.models import AuditEvent
 from taskforce.extensions import db
-from tests.factories import csrf_from, fresh_code, login, make_agency, make_user, post_form
+from tests.factories import CONSOLE, csrf_from, fresh_code, login, make_agency, make_user, post_form
 
 GENERIC = "Invalid username or password"
 
@@ -128,7 +128,7 @@ def test_a_wrong_code_is_refused_with_a_message(app, client):
     assert client.get("/").status_code == 302
 
 
-def test_a_used_totp_code_cannot_sign_in_again(app, client, ):
+def test_a_used_totp_code_cannot_sign_in_again(app, client):
     user, password, secret = make_user()
     _password_step(client, user.username, password)
     code = fresh_code(user.username, secret)
@@ -237,7 +237,7 @@ def test_a_temporary_password_must_be_replaced_first(app, client):
     user, temporary = service.create_user(
         actor=as_actor(admin), username="newhire", full_name="New Hire",
         email="new@lakeport.gov", agency_id=admin.agency_id, roles=["investigator"])
-    secret = service.enrol_for_console(actor=service.Actor.system("tests"), user_id=user.id)
+    secret = service.enrol_for_console(actor=CONSOLE, user_id=user.id)
     login(client, "newhire", temporary, secret)
     resp = client.get("/")
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/account/password")

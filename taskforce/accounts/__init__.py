@@ -50,7 +50,9 @@ def load_actor() -> Actor:
     ip, user_agent = request.remote_addr, request.user_agent.string
     # Decide afresh on every request, even where g outlives it (tests share one app context).
     g.auth_via_token = False
-    g.pop("_login_user", None)
+    g.pop("_login_user", None)  # Flask-Login's cached user
+    g.pop("csrf_token", None)  # Flask-WTF's token, derived from this request's cookie
+    g.actor = Actor.anonymous(ip=ip, user_agent=user_agent)  # who it is, should this raise
     header = request.headers.get("Authorization", "").strip()
     if header:
         scheme, _, value = header.partition(" ")

@@ -6,8 +6,17 @@ from apiflask import APIBlueprint
 from taskforce.accounts import service
 from taskforce.accounts.permissions import current_actor, requires, signed_in
 from taskforce.accounts.schemas import (
-    AgencyIn, AgencyOut, AgencyPatch, MeOut, RolesIn, TokenCreatedOut, TokenIn, TokenOut,
-    UserCreatedOut, UserIn, UserOut,
+    AgencyIn,
+    AgencyOut,
+    AgencyPatch,
+    MeOut,
+    RolesIn,
+    TokenCreatedOut,
+    TokenIn,
+    TokenOut,
+    UserCreatedOut,
+    UserIn,
+    UserOut,
 )
 
 bp = APIBlueprint("accounts_api", __name__, url_prefix="/api/v1", tag="Accounts")

@@ -7,7 +7,7 @@ holds the database.
 """
 from __future__ import annotations
 
-from sqlalchemy import Select
+from sqlalchemy import Select, false
 
 from taskforce.accounts.models import User
 from taskforce.accounts.permissions import Actor
@@ -46,4 +46,4 @@ def visible_users(query: Select, actor: Actor) -> Select:
         return query.where(User.agency_id == actor.agency_id)
     if actor.user_id is not None:
         return query.where(User.id == actor.user_id)
-    return query.where(False)
+    return query.where(false())

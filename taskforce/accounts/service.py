@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Iterable, NoReturn
+from typing import Any, NoReturn
 
 from flask import current_app
 from sqlalchemy import func, select
@@ -19,7 +20,14 @@ from sqlalchemy.exc import IntegrityError
 
 from taskforce.accounts import mfa, passwords, policy
 from taskforce.accounts.models import (
-    AGENCY_LEVELS, TOKEN_SCOPES, Agency, ApiToken, RecoveryCode, User, UserRole, UserSession,
+    AGENCY_LEVELS,
+    TOKEN_SCOPES,
+    Agency,
+    ApiToken,
+    RecoveryCode,
+    User,
+    UserRole,
+    UserSession,
     utcnow,
 )
 from taskforce.accounts.permissions import ROLES, Actor
@@ -78,8 +86,8 @@ def _clean_agency(*, name: str | None, level: str | None, ori: str | None
     if ori is not None:
         ori = ori.strip().upper()
         if not ORI_PATTERN.match(ori):
-            fields["ori"] = ["ORI must be 9 characters: 2 letters (the state) then 7 letters "
-                             "or digits, e.g. OH0180000."]
+            fields["ori"] = [("ORI must be 9 characters: 2 letters (the state) then 7 "
+                              "letters or digits, e.g. OH0180000.")]
         out["ori"] = ori
     if fields:
         raise Invalid("Some agency fields are invalid: " + ", ".join(sorted(fields)),
@@ -182,10 +190,14 @@ def _load_user(user_id: int) -> User:
     return user
 
 
+_READABLE = "23456789abcdefghjkmnpqrstuvwxyz"  # no 0/o, 1/l/i: read out or typed by hand
+
+
 def temporary_password() -> str:
-    """A random password that passes the policy, for someone else to change."""
+    """A random password (about 99 bits) that passes the policy, e.g. k7m2p-x9d4h-..."""
     while True:
-        candidate = "-".join(secrets.token_urlsafe(6) for _ in range(3))
+        groups = ("".join(secrets.choice(_READABLE) for _ in range(5)) for _ in range(4))
+        candidate = "-".join(groups)
         if passwords.problem_with(candidate) is None:
             return candidate
 
@@ -381,6 +393,7 @@ class PasswordAccepted:
 class SignedIn:
     user: User
     session_token: str  # goes in the cookie; only its hash is stored
+    recovery_codes_left: int | None = None  # set when a recovery code was used
 
 
 def _lock_message(user: User) -> str:
@@ -444,6 +457,7 @@ def _pending_user(user_id: int, actor: Actor) -> User:
 
 
 def _open_session(user: User, actor: Actor, method: str) -> SignedIn:
+    """A new server-side session with a new random id: the id is rotated at every sign-in."""
     token = secrets.token_urlsafe(32)
     now = utcnow()
     db.session.add(UserSession(
@@ -463,7 +477,8 @@ def complete_sign_in(*, actor: Actor, user_id: int, code: str) -> SignedIn:
     if not user.mfa_enrolled or not user.mfa_secret:
         raise Unauthorized("Sign in again.")
     code = code or ""
-    method = None
+    method: str | None = None
+    left = None
     step = mfa.matching_step(mfa.decrypt_secret(user.mfa_secret), code,
                              last_step=user.mfa_last_counter)
     if step is not None:
@@ -486,12 +501,10 @@ def complete_sign_in(*, actor: Actor, user_id: int, code: str) -> SignedIn:
                      object_id=user.id, details={"codes_left": left})
     signed = _open_session(user, actor, method)
     db.session.commit()
+    if method == "recovery code":
+        return SignedIn(user=signed.user, session_token=signed.session_token,
+                        recovery_codes_left=left)
     return signed
-
-
-def recovery_codes_left(*, actor: Actor) -> int:
-    return db.session.scalar(select(func.count(RecoveryCode.id)).where(
-        RecoveryCode.user_id == actor.user_id, RecoveryCode.used_at.is_(None))) or 0
 
 
 @dataclass(frozen=True)

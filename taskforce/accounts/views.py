@@ -10,7 +10,14 @@ import time
 from urllib.parse import urlsplit
 
 from flask import (
-    Blueprint, current_app, flash, redirect, render_template, request, session, url_for,
+    Blueprint,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
 )
 from flask_login import login_user, logout_user
 
@@ -126,6 +133,9 @@ def login_mfa():
     except Unauthorized as err:
         return render_template("accounts/login_mfa.html", error=err.message), err.status
     _begin_browser_session(signed)
+    if signed.recovery_codes_left is not None:
+        flash(f"You signed in with a recovery code; {signed.recovery_codes_left} left. "
+              "Ask an administrator to reset your sign-in if your phone is lost.", "info")
     return redirect(pending.get("next") or url_for("web.dashboard"))
 
 

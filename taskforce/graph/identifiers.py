@@ -763,7 +763,10 @@ def _online_account(value: str, *, platform: str | None = None, region: str = "U
     if name == "cashapp":
         handle = handle.lstrip("$")
     if name == "whatsapp":
-        phone = _phone(handle, region=region)
+        try:
+            phone = _phone(handle, region=region)
+        except InvalidIdentifier as exc:
+            raise InvalidIdentifier(kind, value, f"WhatsApp account: {exc.reason}") from None
         return Identifier(kind, f"whatsapp:{phone.value}", f"WhatsApp {phone.display}",
                           {"platform": name, "handle": phone.value})
     if not handle:
@@ -993,27 +996,28 @@ def _address(value: str, *, region: str = "US", **_: Any) -> Identifier:
         raise InvalidIdentifier(
             kind, value, "an address needs a city and state (e.g. 'Springfield, IL')"
         )
-    if not last:
+    if not last:  # the state (and ZIP) had a part of their own: the city is before it
         parts.pop()
-        last = parts[-1] if parts else []
     if len(parts) >= 2:
         city, street_parts = parts[-1], parts[:-1]
     else:
-        # No comma before the city: the street ends with its suffix (and unit).
+        # One part left for street and city: the street ends with its suffix (and unit).
         tokens = parts[-1] if parts else []
         first = 2 if tokens and tokens[0][0].isdigit() else 1
         end = next(
             (i + 1 for i, t in enumerate(tokens) if i >= first and t in _STREET_SUFFIXES), None
         )
         if end is None:
-            raise InvalidIdentifier(
-                kind, value, "separate the street from the city with a comma"
-            )
+            if not any(t[0].isdigit() for t in tokens):
+                raise InvalidIdentifier(
+                    kind, value, "an address needs a street (e.g. '123 Main St')"
+                )
+            raise InvalidIdentifier(kind, value, "separate the street from the city with a comma")
         if end < len(tokens) and tokens[end] in _DIRECTIONALS and end + 1 < len(tokens):
             end += 1
         if end + 1 < len(tokens) and tokens[end] in _UNIT_DESIGNATORS:
             end += 2
-        street_parts, city = [*parts[:-1], tokens[:end]], tokens[end:]
+        street_parts, city = [tokens[:end]], tokens[end:]
     if not city:
         raise InvalidIdentifier(
             kind, value, "an address needs a city and state (e.g. 'Springfield, IL')"
@@ -1128,8 +1132,11 @@ def _person(value: str, *, dob: date | str | None = None, **_: Any) -> Identifie
         name, dob = " ".join(name_parts), dob_text
     if dob is None or not str(dob).strip():
         raise InvalidIdentifier(kind, value, "a person identifier needs a date of birth")
-    born = parse_date_of_birth(dob)
-    tokens, surname = person_name_tokens(name)
+    try:
+        born = parse_date_of_birth(dob)
+        tokens, surname = person_name_tokens(name)
+    except InvalidIdentifier as exc:  # report the whole input, not just its part
+        raise InvalidIdentifier(kind, value, exc.reason) from None
     if not tokens:
         raise InvalidIdentifier(kind, value, "the name is empty")
     canonical = "|".join(sorted(tokens)) + "|" + born.isoformat()
@@ -1260,4 +1267,4 @@ def normalize(kind: str, value: str, *, region: str = "US", **extra: Any) -> Ide
             str(kind), value, f"unknown identifier kind {kind!r} (one of {', '.join(KINDS)})"
         )
     extra = {k: v for k, v in extra.items() if v is not None}
-    return normalizer(value, region=region, **extra)
+    return normalizer(value, region=region or "US", **extra)

@@ -919,10 +919,13 @@ class LargeGraph:
                     props.update(account_type="email")
                     idents.append(("email", f"user{i}@example.org"))
             elif kind == "location":
-                street = STREETS[i % len(STREETS)]
-                suffix = SUFFIXES[(i // len(STREETS)) % len(SUFFIXES)][1]
-                text = (f"{100 + (i // 7) % 9900} {street} {suffix}, Unit {i % 97 + 1}, "
-                        f"{CITY['name']}, {CITY['state']} {CITY['zips'][i % len(CITY['zips'])]}")
+                # Mixed radix on the entity number: every location has its own address.
+                rest, street_no = divmod(i, len(STREETS))
+                rest, suffix_no = divmod(rest, len(SUFFIXES))
+                rest, house = divmod(rest, 9000)
+                text = (f"{100 + house} {STREETS[street_no]} {SUFFIXES[suffix_no][1]}, "
+                        f"Unit {rest + 1}, {CITY['name']}, {CITY['state']} "
+                        f"{CITY['zips'][house % len(CITY['zips'])]}")
                 props.update(location_type=rng.choice(("motel", "apartment", "residence")),
                              address=text,
                              lat=round(CITY["lat"] + rng.gauss(0, 0.05), 6),

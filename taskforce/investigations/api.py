@@ -11,9 +11,27 @@ from taskforce.accounts.permissions import current_actor, requires, signed_in
 from taskforce.investigations import policy, service
 from taskforce.investigations.policy import OPENER_ROLES
 from taskforce.investigations.schemas import (
-    CaseIn, CaseListOut, CaseOut, CaseQuery, GrantOut, LeadAssignIn, LeadChangeIn, LeadCloseIn,
-    LeadIn, LeadOut, LeadQuery, MemberIn, MemberOut, NoteIn, NoteOut, PartnerIn, StatusChangeOut,
-    StatusIn, TaskIn, TaskOut, TimelineOut,
+    CaseIn,
+    CaseListOut,
+    CaseOut,
+    CaseQuery,
+    GrantOut,
+    LeadAssignIn,
+    LeadChangeIn,
+    LeadCloseIn,
+    LeadIn,
+    LeadOut,
+    LeadQuery,
+    MemberIn,
+    MemberOut,
+    NoteIn,
+    NoteOut,
+    PartnerIn,
+    StatusChangeOut,
+    StatusIn,
+    TaskIn,
+    TaskOut,
+    TimelineOut,
 )
 
 bp = APIBlueprint("investigations_api", __name__, url_prefix="/api/v1", tag="Cases")

@@ -10,7 +10,15 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from sqlalchemy import (
-    CheckConstraint, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint,
+    CheckConstraint,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
 )
 from sqlalchemy.ext.associationproxy import AssociationProxy, association_proxy
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -107,23 +115,23 @@ class Case(db.Model):
     agency: Mapped[Agency] = relationship(lazy="joined")
     lead_investigator: Mapped[User] = relationship(foreign_keys=[lead_investigator_id])
     opened_by: Mapped[User] = relationship(foreign_keys=[opened_by_id])
-    offence_rows: Mapped[list["CaseOffence"]] = relationship(
+    offence_rows: Mapped[list[CaseOffence]] = relationship(
         cascade="all, delete-orphan", lazy="selectin", order_by="CaseOffence.offence")
     offences: AssociationProxy[list[str]] = association_proxy(
         "offence_rows", "offence", creator=lambda value: CaseOffence(offence=value))
-    members: Mapped[list["CaseMember"]] = relationship(
+    members: Mapped[list[CaseMember]] = relationship(
         back_populates="case", order_by=lambda: (CaseMember.added_at, CaseMember.id))
-    partner_grants: Mapped[list["PartnerGrant"]] = relationship(
+    partner_grants: Mapped[list[PartnerGrant]] = relationship(
         back_populates="case", order_by=lambda: (PartnerGrant.granted_at, PartnerGrant.id))
-    status_changes: Mapped[list["CaseStatusChange"]] = relationship(
+    status_changes: Mapped[list[CaseStatusChange]] = relationship(
         back_populates="case", order_by=lambda: (CaseStatusChange.changed_at, CaseStatusChange.id))
 
     @property
-    def active_members(self) -> list["CaseMember"]:
+    def active_members(self) -> list[CaseMember]:
         return [m for m in self.members if m.removed_at is None]
 
     @property
-    def active_grants(self) -> list["PartnerGrant"]:
+    def active_grants(self) -> list[PartnerGrant]:
         return [g for g in self.partner_grants if g.revoked_at is None]
 
     def __repr__(self) -> str:
@@ -146,6 +154,10 @@ class CaseMember(db.Model):
     __table_args__ = (
         CheckConstraint(_in("case_role", CASE_ROLES), name="case_role"),
         Index("ix_case_members_user_active", "user_id", "removed_at"),
+        # one active membership per user and case (a race to add twice fails here)
+        Index("uq_case_members_active", "case_id", "user_id", unique=True,
+              sqlite_where=text("removed_at IS NULL"),
+              postgresql_where=text("removed_at IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -170,6 +182,10 @@ class PartnerGrant(db.Model):
     __table_args__ = (
         CheckConstraint(_in("access", PARTNER_ACCESS), name="access"),
         Index("ix_partner_grants_agency_active", "agency_id", "revoked_at"),
+        # one active grant per agency and case
+        Index("uq_partner_grants_active", "case_id", "agency_id", unique=True,
+              sqlite_where=text("revoked_at IS NULL"),
+              postgresql_where=text("revoked_at IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

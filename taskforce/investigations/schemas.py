@@ -11,7 +11,12 @@ from apiflask.fields import Boolean, Date, DateTime, Integer, List, Nested, Stri
 from apiflask.validators import Length, OneOf, Range
 
 from taskforce.investigations.models import (
-    CASE_ROLES, CASE_STATUSES, LEAD_OUTCOMES, LEAD_SOURCES, LEAD_STATUSES, OFFENCES,
+    CASE_ROLES,
+    CASE_STATUSES,
+    LEAD_OUTCOMES,
+    LEAD_SOURCES,
+    LEAD_STATUSES,
+    OFFENCES,
     PARTNER_ACCESS,
 )
 from taskforce.investigations.service import PER_PAGE_MAX, REASON_MAX, TEXT_MAX, TITLE_MAX

@@ -12,11 +12,13 @@ revealed; one the actor may read but not change answers Forbidden.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Iterable
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from taskforce.accounts.models import Agency, User, utcnow
@@ -24,20 +26,55 @@ from taskforce.accounts.permissions import Actor
 from taskforce.audit import service as audit
 from taskforce.errors import Conflict, Forbidden, Invalid, NotFound
 from taskforce.extensions import db
-from taskforce.investigations import policy, timeline as timeline_registry
+from taskforce.investigations import policy
+from taskforce.investigations import timeline as timeline_registry
 from taskforce.investigations.models import (
-    CASE_ROLES, CASE_STATUSES, LEAD_OUTCOMES, LEAD_SOURCES, LEAD_STATUSES, OFFENCES,
-    PARTNER_ACCESS, Case, CaseMember, CaseNumberSequence, CaseOffence, CaseStatusChange, Lead,
-    Note, PartnerGrant, Task,
+    CASE_ROLES,
+    CASE_STATUSES,
+    LEAD_OUTCOMES,
+    LEAD_SOURCES,
+    LEAD_STATUSES,
+    OFFENCES,
+    PARTNER_ACCESS,
+    Case,
+    CaseMember,
+    CaseNumberSequence,
+    CaseOffence,
+    CaseStatusChange,
+    Lead,
+    Note,
+    PartnerGrant,
+    Task,
 )
 from taskforce.investigations.policy import MANAGE, READ, WRITE, Access
 
 __all__ = [
-    "READ", "WRITE", "MANAGE", "STATUS_TRANSITIONS", "get_case_or_404", "list_cases",
-    "get_case", "case_page", "open_case", "change_status", "add_member", "remove_member",
-    "change_lead", "grant_partner", "revoke_partner", "list_leads", "add_lead", "assign_lead",
-    "mark_lead_worked", "close_lead", "list_tasks", "add_task", "complete_task", "list_notes",
-    "add_note", "timeline",
+    "MANAGE",
+    "READ",
+    "STATUS_TRANSITIONS",
+    "WRITE",
+    "add_lead",
+    "add_member",
+    "add_note",
+    "add_task",
+    "assign_lead",
+    "case_page",
+    "change_lead",
+    "change_status",
+    "close_lead",
+    "complete_task",
+    "get_case",
+    "get_case_or_404",
+    "grant_partner",
+    "list_cases",
+    "list_leads",
+    "list_notes",
+    "list_tasks",
+    "mark_lead_worked",
+    "open_case",
+    "remove_member",
+    "revoke_partner",
+    "timeline",
 ]
 
 # Where a case may go from each status. A closed case can only be reopened.
@@ -182,6 +219,31 @@ def _ensure_not_closed(case: Case) -> None:
 
 def _touch(case: Case, at: datetime) -> None:
     case.updated_at = at
+
+
+def _claim(model, row_id: int, *conditions, message: str, **values) -> None:
+    """Change a row only if it is still as we read it (compare-and-set).
+
+    Run first, before anything else is added to the session: a concurrent
+    change that got there first makes this match no row, and the caller gets
+    Conflict with nothing written. On PostgreSQL the UPDATE waits for the other
+    transaction and re-checks its condition against what that one committed.
+    """
+    result = db.session.execute(
+        update(model).where(model.id == row_id, *conditions).values(**values)
+        .execution_options(synchronize_session="fetch"))
+    if result.rowcount != 1:
+        db.session.rollback()
+        raise Conflict(message)
+
+
+def _commit(conflict_message: str) -> None:
+    """Commit; a uniqueness race lost to a concurrent request is a Conflict."""
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        raise Conflict(conflict_message) from None
 
 
 def _active_member(case: Case, user_id: int | None) -> CaseMember | None:
@@ -416,12 +478,13 @@ def change_status(*, actor: Actor, case_id: Any, status: Any, reason: Any) -> Ca
     errors.raise_if_any()
 
     at = now()
-    change = CaseStatusChange(from_status=case.status, to_status=status, reason=reason,
-                              changed_by_id=actor.user_id, changed_at=at)
-    case.status_changes.append(change)
-    previous, case.status = case.status, status
-    case.closed_at = at if status == "closed" else None
-    _touch(case, at)
+    previous = case.status
+    _claim(Case, case.id, Case.status == previous, status=status, updated_at=at,
+           closed_at=at if status == "closed" else None,
+           message="The case's status was changed meanwhile; reload and try again.")
+    change = CaseStatusChange(case_id=case.id, from_status=previous, to_status=status,
+                              reason=reason, changed_by_id=actor.user_id, changed_at=at)
+    db.session.add(change)
     db.session.flush()
     audit.record(actor=actor, action="case.status_change", object_type="case",
                  object_id=case.id, case_id=case.id,
@@ -472,7 +535,7 @@ def add_member(*, actor: Actor, case_id: Any, case_role: Any, user_id: Any = Non
     audit.record(actor=actor, action="case.member_add", object_type="case_member",
                  object_id=member.id, case_id=case.id,
                  details={"user_id": user.id, "case_role": role})
-    db.session.commit()
+    _commit(f"{user.username} is already on the team.")
     return member
 
 
@@ -519,7 +582,7 @@ def change_lead(*, actor: Actor, case_id: Any, user_id: Any) -> Case:
     _touch(case, at)
     audit.record(actor=actor, action="case.lead_change", object_type="case", object_id=case.id,
                  case_id=case.id, details={"from": previous, "to": uid})
-    db.session.commit()
+    _commit("The team was changed meanwhile; reload and try again.")
     return case
 
 
@@ -555,7 +618,7 @@ def grant_partner(*, actor: Actor, case_id: Any, agency_id: Any, access: Any) ->
                  object_id=grant.id, case_id=case.id,
                  details={"agency_id": agency.id, "access": access,
                           "replaces": current.id if current is not None else None})
-    db.session.commit()
+    _commit(f"{agency.name}'s access was changed meanwhile; reload and try again.")
     return grant
 
 
@@ -631,6 +694,9 @@ def add_lead(*, actor: Actor, case_id: Any, title: Any, source: Any, details: An
     return lead
 
 
+_LEAD_MOVED = "The lead was changed meanwhile; reload and try again."
+
+
 def _lead_step(errors: _Errors, lead: Lead, allowed_from: tuple[str, ...], doing: str) -> None:
     if lead.status not in allowed_from:
         errors.add("status", f"A {lead.status} lead cannot be {doing}; it must be "
@@ -649,7 +715,8 @@ def assign_lead(*, actor: Actor, case_id: Any, lead_id: Any, assignee_id: Any) -
 
     at = now()
     previous = lead.assignee_id
-    lead.status, lead.assignee_id, lead.assigned_at = "assigned", assignee, at
+    _claim(Lead, lead.id, Lead.status.in_(("new", "assigned")), status="assigned",
+           assignee_id=assignee, assigned_at=at, message=_LEAD_MOVED)
     _touch(case, at)
     audit.record(actor=actor, action="lead.assign", object_type="lead", object_id=lead.id,
                  case_id=case.id, details={"from": previous, "to": assignee})
@@ -667,7 +734,8 @@ def mark_lead_worked(*, actor: Actor, case_id: Any, lead_id: Any) -> Lead:
     errors.raise_if_any()
 
     at = now()
-    lead.status, lead.worked_at = "worked", at
+    _claim(Lead, lead.id, Lead.status == "assigned", status="worked", worked_at=at,
+           message=_LEAD_MOVED)
     _touch(case, at)
     audit.record(actor=actor, action="lead.work", object_type="lead", object_id=lead.id,
                  case_id=case.id)
@@ -688,8 +756,9 @@ def close_lead(*, actor: Actor, case_id: Any, lead_id: Any, outcome: Any,
     errors.raise_if_any()
 
     at = now()
-    lead.status, lead.outcome, lead.outcome_notes = "closed", outcome, outcome_notes
-    lead.closed_at, lead.closed_by_id = at, actor.user_id
+    _claim(Lead, lead.id, Lead.status == "worked", status="closed", outcome=outcome,
+           outcome_notes=outcome_notes, closed_at=at, closed_by_id=actor.user_id,
+           message=_LEAD_MOVED)
     _touch(case, at)
     audit.record(actor=actor, action="lead.close", object_type="lead", object_id=lead.id,
                  case_id=case.id, details={"outcome": outcome})
@@ -740,7 +809,8 @@ def complete_task(*, actor: Actor, case_id: Any, task_id: Any) -> Task:
     if task.done_at is not None:
         raise Conflict("This task is already done.")
     at = now()
-    task.done_at, task.done_by_id = at, actor.user_id
+    _claim(Task, task.id, Task.done_at.is_(None), done_at=at, done_by_id=actor.user_id,
+           message="This task is already done.")
     _touch(case, at)
     audit.record(actor=actor, action="task.complete", object_type="task", object_id=task.id,
                  case_id=case.id)

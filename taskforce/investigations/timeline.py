@@ -17,16 +17,23 @@ as its own serializers do; it is given the actor for that.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import date, datetime, time, timezone
-from typing import Callable, Iterable
+from datetime import UTC, date, datetime, time
 
 from sqlalchemy import select
 
 from taskforce.accounts.permissions import Actor
 from taskforce.extensions import db
 from taskforce.investigations.models import (
-    CASE_ROLES, CASE_STATUSES, LEAD_OUTCOMES, LEAD_SOURCES, PARTNER_ACCESS, Lead, Note, Task,
+    CASE_ROLES,
+    CASE_STATUSES,
+    LEAD_OUTCOMES,
+    LEAD_SOURCES,
+    PARTNER_ACCESS,
+    Lead,
+    Note,
+    Task,
 )
 
 Source = Callable[..., Iterable["TimelineEvent"]]
@@ -49,8 +56,8 @@ class TimelineEvent:
 def as_instant(value: date | datetime) -> datetime:
     """A date becomes midnight UTC; a naive datetime is taken as UTC."""
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    return datetime.combine(value, time.min, tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.combine(value, time.min, tzinfo=UTC)
 
 
 def timeline_source(name: str) -> Callable[[Source], Source]:

@@ -14,7 +14,12 @@ from taskforce.accounts.permissions import current_actor, requires, signed_in
 from taskforce.errors import Conflict, Invalid
 from taskforce.investigations import service
 from taskforce.investigations.models import (
-    CASE_ROLES, CASE_STATUSES, LEAD_OUTCOMES, LEAD_SOURCES, LEAD_STATUSES, OFFENCES,
+    CASE_ROLES,
+    CASE_STATUSES,
+    LEAD_OUTCOMES,
+    LEAD_SOURCES,
+    LEAD_STATUSES,
+    OFFENCES,
     PARTNER_ACCESS,
 )
 from taskforce.investigations.policy import OPENER_ROLES

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -111,6 +112,20 @@ def celery_worker(
     _started.append(("celery worker", handle.started_in))
     yield handle
     handle.stop()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A SIGTERM (a CI time-out, `kill`) ends Python without atexit, which
+    would leave the servers running: stop them first, then die as before."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return  # someone else handles it
+
+    def on_term(signum: int, frame: object) -> None:
+        services.stop_all()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

@@ -85,15 +85,19 @@ def test_unlock_from_the_console(app, runner):
     assert runner.invoke(args=["accounts", "unlock", "nobody"]).exit_code != 0
 
 
+def _answers(*lines: str) -> str:
+    return "".join(f"{line}\n" for line in lines)
+
+
 def test_create_admin_prompts_and_refuses_a_weak_password(app, runner):
-    weak = runner.invoke(args=["accounts", "create-admin"], input="\n".join([
+    weak = runner.invoke(args=["accounts", "create-admin"], input=_answers(
         "chief", "Pat Chief", "chief@lakeport.gov", "Lakeport Police Department",
-        "password1234", "password1234", "local", "OH0480500"]) + "\n")
+        "password1234", "password1234", "local", "OH0480500"))
     assert weak.exit_code != 0 and "common or breached" in weak.output
     assert db.session.scalar(select(func.count(Agency.id))) == 0  # nothing half-made
-    good = runner.invoke(args=["accounts", "create-admin"], input="\n".join([
+    good = runner.invoke(args=["accounts", "create-admin"], input=_answers(
         "chief", "Pat Chief", "chief@lakeport.gov", "Lakeport Police Department",
-        "harbour lights at dusk", "harbour lights at dusk", "local", "OH0480500"]) + "\n")
+        "harbour lights at dusk", "harbour lights at dusk", "local", "OH0480500"))
     assert good.exit_code == 0, good.output
     admin = service.find_user(username="chief")
     assert admin.role_names == ["admin"] and not admin.must_change_password

@@ -13,7 +13,12 @@ from taskforce.investigations import service
 from taskforce.investigations.models import Case, CaseMember, Lead, Note, PartnerGrant, Task
 from tests.factories import make_agency
 from tests.factories_investigations import (
-    actor_for, api_caller, browser, ensure_registered, make_case, person,
+    actor_for,
+    api_caller,
+    browser,
+    ensure_registered,
+    make_case,
+    person,
 )
 
 
@@ -32,7 +37,7 @@ def agencies(app):
 @pytest.fixture()
 def world(app, agencies):
     """A case with a member, a lead, a task, a note and a grant to a third agency."""
-    lead_agency, other, third = agencies
+    lead_agency, _, third = agencies
     lead_user, lead = person(agency=lead_agency)
     analyst, _ = person(agency=lead_agency, roles=("analyst",))
     cid = make_case(lead, title="Operation Nightjar")

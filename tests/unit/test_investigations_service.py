@@ -3,20 +3,28 @@ notes, timeline, validation and audit, called without HTTP."""
 from __future__ import annotations
 
 import threading
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from taskforce.audit.models import AuditEvent
 from taskforce.errors import Conflict, Forbidden, Invalid, NotFound
 from taskforce.extensions import db
 from taskforce.investigations import policy, service, timeline
 from taskforce.investigations.models import (
-    Case, CaseMember, CaseNumberSequence, CaseStatusChange, Lead, Note, PartnerGrant, Task,
+    Case,
+    CaseMember,
+    CaseNumberSequence,
+    CaseStatusChange,
+    Lead,
+    Note,
+    PartnerGrant,
+    Task,
 )
 from tests.factories import make_agency
-from tests.factories_investigations import actor_for, make_case, person
+from tests.factories_investigations import make_case, person
 
 
 @pytest.fixture()
@@ -41,7 +49,7 @@ def case_id(lead):
 
 
 def at(year, month, day, hour=12, minute=0):
-    return datetime(year, month, day, hour, minute, tzinfo=timezone.utc)
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 def count(model) -> int:
@@ -90,7 +98,7 @@ def test_concurrent_openers_never_share_a_number(app, lead):
                 start.wait()
                 numbers.append(service.open_case(actor=actor, title="Concurrent",
                                                  offences=["labor_trafficking"]).number)
-            except Exception as exc:  # pragma: no cover - reported below
+            except Exception as exc:  # noqa: BLE001  (any failure is the finding)
                 failures.append(repr(exc))
             finally:
                 db.session.remove()
@@ -101,7 +109,7 @@ def test_concurrent_openers_never_share_a_number(app, lead):
     for t in threads:
         t.join()
     assert not failures
-    year = datetime.now(timezone.utc).year
+    year = datetime.now(UTC).year
     assert sorted(numbers) == [f"IL0160000-{year}-{n:04d}" for n in range(1, 9)]
     assert db.session.get(CaseNumberSequence, (lead[0].agency_id, year)).last_value == 8
 
@@ -201,6 +209,54 @@ def test_only_lead_or_supervisor_changes_status(app, lead, lead_agency, case_id)
     _, sup = person(agency=lead_agency, roles=("supervisor",))
     service.change_status(actor=sup, case_id=case_id, status="active", reason="approved")
     assert db.session.get(Case, case_id).status == "active"
+
+
+def _changed_elsewhere(model, row_id, **values):
+    """Another request commits a change on its own connection; ours still holds the
+    row as it read it (the session's identity map), as a concurrent request would."""
+    with db.engine.begin() as conn:
+        conn.execute(update(model).where(model.id == row_id).values(**values))
+
+
+def test_a_status_change_based_on_a_stale_read_is_refused(app, lead, case_id):
+    assert db.session.get(Case, case_id).status == "open"  # read, then...
+    _changed_elsewhere(Case, case_id, status="suspended")  # ...someone else moves it
+    with pytest.raises(Conflict):
+        service.change_status(actor=lead[1], case_id=case_id, status="active", reason="go")
+    db.session.expire_all()
+    case = db.session.get(Case, case_id)
+    assert case.status == "suspended"
+    assert [c.to_status for c in case.status_changes] == ["open"]  # no history row written
+
+
+def test_a_task_is_completed_once_even_by_concurrent_requests(app, lead, case_id):
+    task = service.add_task(actor=lead[1], case_id=case_id, title="Canvass")
+    assert db.session.get(Task, task.id).done_at is None
+    _changed_elsewhere(Task, task.id, done_at=at(2026, 1, 1), done_by_id=lead[0].id)
+    with pytest.raises(Conflict):
+        service.complete_task(actor=lead[1], case_id=case_id, task_id=task.id)
+
+
+def test_one_active_membership_and_grant_per_case_in_the_schema(app, lead, case_id,
+                                                                other_agency):
+    user_id = lead[0].id
+    db.session.add(CaseMember(case_id=case_id, user_id=user_id, case_role="analyst",
+                              added_by_id=user_id))
+    with pytest.raises(IntegrityError):
+        db.session.flush()
+    db.session.rollback()
+    for _ in range(2):
+        db.session.add(PartnerGrant(case_id=case_id, agency_id=other_agency.id, access="read",
+                                    granted_by_id=user_id))
+    with pytest.raises(IntegrityError):
+        db.session.flush()
+    db.session.rollback()
+    # revoked rows are history and do not count
+    service.grant_partner(actor=lead[1], case_id=case_id, agency_id=other_agency.id,
+                          access="read")
+    service.grant_partner(actor=lead[1], case_id=case_id, agency_id=other_agency.id,
+                          access="contribute")
+    assert count(PartnerGrant) == 2
 
 
 # Need to know --------------------------------------------------------------------------
@@ -360,7 +416,7 @@ def test_list_filters(app, lead):
     a = make_case(lead[1], title="Harbor massage parlors", offences=["sex_trafficking"])
     b = make_case(lead[1], title="Farm crews", offences=["labor_trafficking", "related_offence"])
     service.change_status(actor=lead[1], case_id=b, status="active", reason="go")
-    ids = lambda **kw: [c.id for c in service.list_cases(actor=lead[1], **kw).items]  # noqa: E731
+    ids = lambda **kw: [c.id for c in service.list_cases(actor=lead[1], **kw).items]
     assert ids(status="active") == [b]
     assert ids(status="open") == [a]
     assert ids(offence="labor_trafficking") == [b]
@@ -552,7 +608,7 @@ def test_other_packages_add_timeline_sources(app, lead, case_id):
     try:
         got = service.timeline(actor=lead[1], case_id=case_id)
         assert got[0].kind == "evidence" and got[0].all_day is True
-        assert got[0].at == datetime(2001, 9, 1, tzinfo=timezone.utc)
+        assert got[0].at == datetime(2001, 9, 1, tzinfo=UTC)
     finally:
         timeline.unregister("test-evidence")
     assert all(e.kind != "evidence" for e in service.timeline(actor=lead[1], case_id=case_id))

@@ -227,7 +227,9 @@ def test_first_sign_in_enrols_mfa_then_shows_recovery_codes_once(app, client):
     post_form(client, "/logout", {}, page="/")
     _password_step(client, user.username, password)
     resp = post_form(client, "/login/mfa", {"code": codes[0].decode()})
-    assert resp.status_code == 302 and client.get("/").status_code == 200
+    assert resp.status_code == 302
+    home = client.get("/")
+    assert home.status_code == 200 and b"recovery code; 9 left" in home.data
 
 
 def test_a_temporary_password_must_be_replaced_first(app, client):

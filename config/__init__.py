@@ -57,6 +57,8 @@ SETTINGS: list[Setting] = [
             "login attempts allowed per IP and per account name"),
     Setting("SESSION_IDLE_MINUTES", "SESSION_IDLE_MINUTES", 30,
             "a session ends after this many idle minutes", int),
+    Setting("SESSION_MAX_HOURS", "SESSION_MAX_HOURS", 12,
+            "sign in again after this many hours, active or not", int),
     Setting("LOCKOUT_THRESHOLD", "LOCKOUT_THRESHOLD", 5,
             "failed logins before an account locks", int),
     Setting("LOCKOUT_MINUTES", "LOCKOUT_MINUTES", 30, "how long a lockout lasts", int),

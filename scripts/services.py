@@ -998,9 +998,6 @@ def start_celery_worker(workdir: Path | str, *, broker_url: str,
                         timeout: float = 60) -> CeleryWorkerHandle:
     """A real worker process: `python -m celery -A app worker --pool=solo`.
 
-    The app is named with `:celery` because taskforce/celery_app.py also holds
-    the Flask app as `app`, which `-A taskforce.celery_app` alone would pick.
-
     environ are the app's settings (TASKFORCE_ENV, SECRET_KEY, DATABASE_URL, ...);
     CELERY_BROKER_URL is set from broker_url. Ready when its log says so.
     """

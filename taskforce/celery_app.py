@@ -1,5 +1,5 @@
 """Entry point for workers: `celery -A taskforce.celery_app worker`."""
 from taskforce import create_app
 
-app = create_app()
-celery = app.extensions["celery"]
+flask_app = create_app()
+celery = flask_app.extensions["celery"]

@@ -9,15 +9,15 @@ from __future__ import annotations
 import functools
 import logging
 
-from celery import Celery, Task
+from celery import Celery, Task, shared_task
 from flask import Flask
 
 log = logging.getLogger(__name__)
 
-celery = Celery("taskforce")
-
 
 def init_app(app: Flask) -> Celery:
+    """A Celery app per Flask app (tests build several with different brokers);
+    tasks are shared_task, so they bind to whichever is current."""
     broker = app.config["CELERY_BROKER_URL"]
 
     class FlaskTask(Task):
@@ -25,6 +25,7 @@ def init_app(app: Flask) -> Celery:
             with app.app_context():
                 return self.run(*args, **kwargs)
 
+    celery = Celery(app.import_name, task_cls=FlaskTask)
     celery.conf.update(
         broker_url=broker or "memory://",
         result_backend=app.config["CELERY_RESULT_BACKEND"] or ("cache+memory://" if not broker else None),
@@ -40,7 +41,6 @@ def init_app(app: Flask) -> Celery:
         accept_content=["json"],
         timezone="UTC",
     )
-    celery.Task = FlaskTask
     celery.set_default()
     app.extensions["celery"] = celery
     return celery
@@ -63,6 +63,6 @@ def job(*task_args, **task_kwargs):
             finally:
                 db.session.remove()
 
-        return celery.task(*task_args, name=f"{fn.__module__}.{fn.__name__}", **task_kwargs)(run)
+        return shared_task(*task_args, name=f"{fn.__module__}.{fn.__name__}", **task_kwargs)(run)
 
     return deco

@@ -12,15 +12,12 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from flask.testing import FlaskClient
+
 from taskforce import create_app
 from taskforce.extensions import db
 
-try:  # the services plugin is being written; until then unit tests still run
-    import tests.plugins.services  # noqa: F401
-
-    pytest_plugins = ["tests.plugins.services"]
-except ModuleNotFoundError:
-    pytest_plugins = []
+pytest_plugins = ["tests.plugins.services"]
 
 
 def pytest_generate_tests(metafunc):
@@ -57,9 +54,19 @@ def app_environ(tmp_path, database_url):
     }
 
 
+class FreshContextClient(FlaskClient):
+    """Each request gets an app context of its own, as under a real server: a
+    fresh `g` and database session, not the ones the test body holds."""
+
+    def open(self, *args, **kwargs):
+        with self.application.app_context():
+            return super().open(*args, **kwargs)
+
+
 @pytest.fixture()
 def app(app_environ):
     app = create_app(environ=app_environ)
+    app.test_client_class = FreshContextClient
     with app.app_context():
         db.create_all()
         yield app

@@ -75,8 +75,10 @@ def load_actor() -> Actor:
         if message and not wants_json():
             from flask import current_app
 
-            flash(message.format(idle=current_app.config["SESSION_IDLE_MINUTES"],
-                                 hours=service.SESSION_MAX_HOURS), "info")
+            cfg = current_app.config
+            flash(message.format(idle=cfg["SESSION_IDLE_MINUTES"],
+                                 hours=cfg.get("SESSION_MAX_HOURS", service.SESSION_MAX_HOURS)),
+                  "info")
         return Actor.anonymous(ip=ip, user_agent=user_agent)
     return _actor_for(check.user)
 

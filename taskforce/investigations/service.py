@@ -99,6 +99,20 @@ _DENIED = {
 }
 
 
+_MAX_ID = 2**31 - 1  # ids are 32-bit integers: a larger number names no row
+
+
+def _as_id(value: Any) -> int | None:
+    """A row id from an int or a string of digits; None if it cannot name a row."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value.strip())
+    if isinstance(value, int) and 1 <= value <= _MAX_ID:
+        return value
+    return None
+
+
 def now() -> datetime:
     """The clock every service reads (tests replace it)."""
     return utcnow()
@@ -178,14 +192,10 @@ class _Errors:
             if required:
                 self.add(name, "Required.")
             return None
-        if isinstance(value, bool):
-            self.add(name, "Must be a number.")
-            return None
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            self.add(name, "Must be a number.")
-            return None
+        row_id = _as_id(value)
+        if row_id is None:
+            self.add(name, "Must be a whole number, 1 or more.")
+        return row_id
 
 
 # The one access check --------------------------------------------------------
@@ -197,10 +207,8 @@ def get_case_or_404(*, actor: Actor, case_id: Any, action: Access = READ,
     Not readable (or no such case): NotFound. Readable but not `action`: Forbidden.
     A refused attempt is audited on its own (the request's transaction rolls back).
     """
-    case = None
-    if isinstance(case_id, int) and not isinstance(case_id, bool) or \
-            isinstance(case_id, str) and case_id.isdigit():
-        case = db.session.get(Case, int(case_id))
+    row_id = _as_id(case_id)
+    case = db.session.get(Case, row_id) if row_id is not None else None
     level = policy.access(actor, case) if case is not None else Access.NONE
     if level >= action:
         return case
@@ -641,9 +649,8 @@ def revoke_partner(*, actor: Actor, case_id: Any, grant_id: Any) -> PartnerGrant
 # Leads -----------------------------------------------------------------------
 
 def _lead_of(case: Case, lead_id: Any) -> Lead:
-    lead = None
-    if str(lead_id).isdigit():
-        lead = db.session.get(Lead, int(lead_id))
+    row_id = _as_id(lead_id)
+    lead = db.session.get(Lead, row_id) if row_id is not None else None
     if lead is None or lead.case_id != case.id:
         raise NotFound("No such lead on this case.")
     return lead
@@ -803,7 +810,8 @@ def add_task(*, actor: Actor, case_id: Any, title: Any, assignee_id: Any = None,
 def complete_task(*, actor: Actor, case_id: Any, task_id: Any) -> Task:
     case = get_case_or_404(actor=actor, case_id=case_id, action=WRITE, attempt="task.complete")
     _ensure_not_closed(case)
-    task = db.session.get(Task, int(task_id)) if str(task_id).isdigit() else None
+    row_id = _as_id(task_id)
+    task = db.session.get(Task, row_id) if row_id is not None else None
     if task is None or task.case_id != case.id:
         raise NotFound("No such task on this case.")
     if task.done_at is not None:

@@ -123,6 +123,15 @@ def test_unknown_case_answers_like_a_hidden_one(app, world):
     assert hidden.json == missing.json
 
 
+def test_huge_ids_are_404_or_422_never_500(app, world):
+    api = api_caller(app, world["lead_user"])
+    cid = world["case_id"]
+    assert api.get(f"/api/v1/cases/{2**40}").status_code == 404
+    assert api.post(f"/api/v1/cases/{cid}/tasks/{2**40}/done").status_code == 404
+    resp = api.post(f"/api/v1/cases/{cid}/partners", {"agency_id": 2**40, "access": "read"})
+    assert resp.status_code == 422 and "agency_id" in resp.json["error"]["fields"]
+
+
 def test_partner_read_grant_reads_but_cannot_add_then_contributes_then_is_revoked(app, world):
     cid, third = world["case_id"], world["agencies"][2]
     partner_user, _ = person(agency=third, roles=("investigator",))

@@ -298,7 +298,7 @@ def test_outsiders_do_not_see_the_case_at_all(app, case_id, lead_agency, other_a
 
 def test_no_case_and_hidden_case_answer_alike(app, case_id, other_agency):
     _, outsider = person(agency=other_agency)
-    for cid in (case_id, case_id + 999, "abc"):
+    for cid in (case_id, case_id + 999, "abc", 2**40, -1, True):
         with pytest.raises(NotFound) as err:
             service.get_case(actor=outsider, case_id=cid)
         assert err.value.message == service._DENIED_NOT_FOUND
@@ -349,6 +349,17 @@ def test_changing_a_grant_keeps_the_history(app, lead, case_id, other_agency):
     with pytest.raises(Conflict):
         service.grant_partner(actor=lead[1], case_id=case_id, agency_id=other_agency.id,
                               access="contribute")
+
+
+def test_ids_out_of_range_are_bad_input_not_errors(app, lead, case_id):
+    with pytest.raises(Invalid) as err:
+        service.grant_partner(actor=lead[1], case_id=case_id, agency_id=2**40, access="read")
+    assert set(err.value.fields) == {"agency_id"}
+    with pytest.raises(Invalid) as err:
+        service.add_task(actor=lead[1], case_id=case_id, title="t", assignee_id=-5)
+    assert set(err.value.fields) == {"assignee_id"}
+    with pytest.raises(NotFound):
+        service.complete_task(actor=lead[1], case_id=case_id, task_id=2**40)
 
 
 def test_grant_input_is_checked(app, lead, case_id, lead_agency):

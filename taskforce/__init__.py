@@ -49,7 +49,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     jobs.init_app(app)
 
     # Order matters: who is acting, then may they, then CSRF; audit after.
-    from taskforce import accounts, audit, health
+    from taskforce import accounts, audit, health, investigations
     from taskforce.accounts import permissions
 
     @app.before_request
@@ -61,6 +61,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     web.init_app(app)
     accounts.init_app(app)
     audit.init_app(app)
+    investigations.init_app(app)
     health.init_app(app)
     cli.init_app(app)
     for name in ("investigations", "graph", "evidence", "deconfliction", "victims"):

@@ -89,7 +89,8 @@ def smtp_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.
 
 @pytest.fixture(scope="session")
 def celery_worker(
-    redis_service: services.RedisHandle, tmp_path_factory: pytest.TempPathFactory,
+    redis_service: services.RedisHandle, smtp_service: services.SmtpHandle,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[services.CeleryWorkerHandle]:
     """A real worker (`python -m celery -A taskforce.celery_app worker --pool=solo`)
     consuming from redis_service. Its .environ holds the app settings it runs with."""
@@ -103,6 +104,7 @@ def celery_worker(
         "DATABASE_URL": f"sqlite:///{workdir / 'app.db'}",
         "CELERY_BROKER_URL": redis_service.url,
         "CELERY_RESULT_BACKEND": redis_service.url,
+        **smtp_service.env(),  # jobs send mail through the real SMTP server
     }
     try:
         handle = services.start_celery_worker(workdir, broker_url=redis_service.url,

@@ -5,8 +5,9 @@ create_app() wires everything; nothing runs at import time.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from apiflask import APIFlask
 from flask import g

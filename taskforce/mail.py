@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import logging
 import smtplib
+from collections.abc import Iterable
 from email.message import EmailMessage
-from typing import Iterable
 
 from flask import current_app
 

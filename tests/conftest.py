@@ -11,7 +11,6 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
-
 from flask.testing import FlaskClient
 
 from taskforce import create_app

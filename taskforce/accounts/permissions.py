@@ -10,8 +10,8 @@ and handed to services, which never read flask.request or current_user.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from flask import current_app, g, request
 
@@ -33,7 +33,7 @@ class Rule:
     public: bool = False
     roles: frozenset[str] = frozenset()  # empty and not public: any signed-in user
 
-    def allows(self, actor: "Actor") -> bool:
+    def allows(self, actor: Actor) -> bool:
         if self.public:
             return True
         if not actor.authenticated:
@@ -63,11 +63,11 @@ class Actor:
         return bool(self.roles & set(roles))
 
     @classmethod
-    def anonymous(cls, ip: str | None = None, user_agent: str | None = None) -> "Actor":
+    def anonymous(cls, ip: str | None = None, user_agent: str | None = None) -> Actor:
         return cls(ip=ip, user_agent=user_agent)
 
     @classmethod
-    def for_user(cls, user, *, token=None, ip=None, user_agent=None) -> "Actor":
+    def for_user(cls, user, *, token=None, ip=None, user_agent=None) -> Actor:
         return cls(
             user_id=user.id, username=user.username, agency_id=user.agency_id,
             roles=frozenset(user.role_names), token_id=token.id if token else None,
@@ -75,7 +75,7 @@ class Actor:
         )
 
     @classmethod
-    def system(cls, name: str = "system") -> "Actor":
+    def system(cls, name: str = "system") -> Actor:
         """For scheduled jobs and CLI commands that act on nobody's behalf."""
         return cls(username=name)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, current_app
-from neo4j import Driver, GraphDatabase, Query
+from neo4j import Driver, GraphDatabase, unit_of_work
 from neo4j.exceptions import ServiceUnavailable
 
 from taskforce.errors import Unavailable
@@ -29,8 +29,11 @@ def driver(app: Flask | None = None) -> Driver:
 
 
 def _run(kind: str, cypher: str, params: dict[str, Any], timeout: float | None):
+    # A managed transaction takes its timeout from the transaction function
+    # (tx.run refuses a Query object): unit_of_work carries it.
+    @unit_of_work(timeout=timeout)
     def work(tx):
-        return [record.data() for record in tx.run(Query(cypher, timeout=timeout), params)]
+        return [record.data() for record in tx.run(cypher, params)]
 
     try:
         with driver().session() as session:

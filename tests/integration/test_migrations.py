@@ -43,9 +43,8 @@ def test_audit_trail_is_append_only_after_upgrade(bare_app):
             "INSERT INTO audit_events (seq, at, action, outcome, prev_hash, hash) "
             "VALUES (1, CURRENT_TIMESTAMP, 'test.insert', 'success', :z, :z)"), {"z": "0" * 64})
     for statement in ("UPDATE audit_events SET action = 'edited'", "DELETE FROM audit_events"):
-        with pytest.raises(sa.exc.DatabaseError):
-            with db.engine.begin() as conn:
-                conn.execute(sa.text(statement))
+        with pytest.raises(sa.exc.DatabaseError), db.engine.begin() as conn:
+            conn.execute(sa.text(statement))
     with db.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT action FROM audit_events")).scalar_one() == "test.insert"
 

@@ -2,7 +2,9 @@ import config
 
 
 def test_readme_documents_every_setting():
-    readme = open("README.md", encoding="utf-8").read()
+    from pathlib import Path
+
+    readme = Path("README.md").read_text(encoding="utf-8")
     assert config.markdown_table() in readme, "run `flask settings` and paste the table into README"
 
 

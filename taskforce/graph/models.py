@@ -212,10 +212,10 @@ class Link(db.Model):
 
     __tablename__ = "links"
     __table_args__ = (
-        UniqueConstraint("case_id", "source_id", "target_id", "type", "source_kind",
-                         "source_ref", name="statement"),
+        UniqueConstraint("case_id", "source_id", "target_id", "type", "provenance_kind",
+                         "provenance_ref", name="statement"),
         CheckConstraint(_in("type", LINK_TYPES), name="type"),
-        CheckConstraint(_in("source_kind", PROVENANCE_KINDS), name="source_kind"),
+        CheckConstraint(_in("provenance_kind", PROVENANCE_KINDS), name="provenance_kind"),
         CheckConstraint("confidence >= 0 AND confidence <= 1", name="confidence"),
         CheckConstraint("count >= 1", name="count"),
         CheckConstraint("source_id <> target_id", name="not_self"),
@@ -229,8 +229,8 @@ class Link(db.Model):
                                            index=True)
     type: Mapped[str] = mapped_column(String(32))
     # Provenance: the evidence item, import or note it came from ("" when entered by hand).
-    source_kind: Mapped[str] = mapped_column(String(16))
-    source_ref: Mapped[str] = mapped_column(String(64), default="")
+    provenance_kind: Mapped[str] = mapped_column(String(16))
+    provenance_ref: Mapped[str] = mapped_column(String(64), default="")
     entered_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     confidence: Mapped[float] = mapped_column(Float, default=1.0)
     first_seen: Mapped[datetime | None] = mapped_column(UtcDateTime)

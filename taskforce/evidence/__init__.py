@@ -1,1 +1,22 @@
-"""evidence: see DESIGN.md; built by its own issue."""
+"""evidence: storage backends, streaming ingest, custody ledger, verification.
+
+Importing the package puts its tables in the metadata (create_app imports it);
+`init_app` registers the pages (/cases/<id>/evidence, /evidence/<id>), the
+JSON API (/api/v1/cases/<id>/evidence, /api/v1/evidence/<id>...), the
+"evidence" timeline source (service.py), the background jobs and the
+`flask evidence` commands. The store (local folder or S3) is built on first
+use from the settings (storage.get_store).
+"""
+from __future__ import annotations
+
+from flask import Flask
+
+from taskforce.evidence import models  # noqa: F401  (tables in the metadata)
+
+
+def init_app(app: Flask) -> None:
+    from taskforce.evidence import api, cli, service, tasks, views  # noqa: F401  (timeline, jobs)
+
+    app.register_blueprint(views.bp)
+    app.register_blueprint(api.bp)
+    app.cli.add_command(cli.evidence_cli)

@@ -82,7 +82,7 @@ def request_drain() -> None:
             log.info("graph outbox: graph engine recently unreachable; rows wait for the next drain")
             return
         tasks.drain_outbox.delay()
-    except Exception:  # noqa: BLE001  (a write that committed must not fail here)
+    except Exception:  # a write that committed must not fail here
         log.warning("graph outbox: could not start the drain; the rows wait", exc_info=True)
 
 
@@ -303,7 +303,7 @@ def _record_failure(ids: list[int], error: str) -> None:
         db.session.execute(update(GraphOutbox).where(GraphOutbox.id.in_(ids))
                            .values(attempts=GraphOutbox.attempts + 1, last_error=error))
         db.session.commit()
-    except Exception:  # noqa: BLE001  (the rows stay unprocessed either way)
+    except Exception:  # the rows stay unprocessed either way
         db.session.rollback()
         log.exception("graph outbox: could not record the failure")
 

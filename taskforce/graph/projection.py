@@ -117,11 +117,11 @@ def _cases(value: Any, what: str) -> list[int]:
     if value is None:
         return []
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise ValueError(f"{what}: cases must be a list of case ids")
+        raise ValueError(f"{what}: cases must be a list of case ids")  # noqa: TRY004
     out: set[int] = set()
     for c in value:
         if isinstance(c, bool) or not isinstance(c, int):
-            raise ValueError(f"{what}: case ids must be integers, not {c!r}")
+            raise ValueError(f"{what}: case ids must be integers, not {c!r}")  # noqa: TRY004
         out.add(c)
     return sorted(out)
 
@@ -141,7 +141,7 @@ def to_datetime(value: Any, what: str) -> datetime | None:
         except ValueError:
             raise ValueError(f"{what}: {value!r} is not an ISO 8601 date or date-time") from None
     else:
-        raise ValueError(f"{what}: {value!r} is not an ISO 8601 date or date-time")
+        raise ValueError(f"{what}: {value!r} is not an ISO 8601 date or date-time")  # noqa: TRY004
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt
 
 
@@ -149,7 +149,7 @@ def _number(value: Any, what: str, *, integer: bool = False) -> float | int | No
     if value is None:
         return None
     if isinstance(value, bool):
-        raise ValueError(f"{what} must be a number")
+        raise ValueError(f"{what} must be a number")  # noqa: TRY004 (callers map ValueError to 422)
     try:
         num = int(value) if integer else float(value)
     except (TypeError, ValueError):
@@ -192,13 +192,17 @@ def _link_row(row: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     return type_, {
         "id": lid, "type": type_, "source": source, "target": target,
         "cases": _cases(row.get("cases"), what),
-        "first_seen": first, "last_seen": last,
+        # Sent as ISO 8601 text and made a datetime by Cypher: the driver's packing of
+        # Python datetimes costs ~60 us a value, a tenth of the whole row.
+        "first_seen": first.isoformat() if first else None,
+        "last_seen": last.isoformat() if last else None,
         "confidence": confidence, "count": 1 if count is None else count,
         "amount": _number(row.get("amount"), f"{what}: amount"),
     }
 
 
-def _batches(rows: list[dict[str, Any]], size: int = BATCH_SIZE) -> Iterator[list[dict[str, Any]]]:
+def _batches(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    size = BATCH_SIZE
     for i in range(0, len(rows), size):
         yield rows[i:i + size]
 
@@ -257,7 +261,7 @@ def _find_links_by_id(var: str = "r", row_var: str = "row") -> str:
     """A ``CALL`` subquery that finds the relationship (of any allowed type) whose id
     is ``row_var.id``: one branch per type, each a seek on that type's id index (an
     untyped ``()-[r {id: ...}]->()`` could use no index). Yields ``var``."""
-    branches = " UNION ".join(
+    branches = " UNION ALL ".join(
         f"MATCH ()-[x:{t} {{id: {row_var}.id}}]->() RETURN x AS {var}" for t in LINK_TYPES)
     return f"CALL ({row_var}) {{ {branches} }}"
 
@@ -290,8 +294,8 @@ def upsert_links(rows: list[dict]) -> int:
             "MERGE (s:Entity {id: row.source}) "
             "MERGE (t:Entity {id: row.target}) "
             f"MERGE (s)-[r:{type_} {{id: row.id}}]->(t) "
-            "SET r.cases = row.cases, r.first_seen = row.first_seen, "
-            "r.last_seen = row.last_seen, r.confidence = row.confidence, "
+            "SET r.cases = row.cases, r.first_seen = datetime(row.first_seen), "
+            "r.last_seen = datetime(row.last_seen), r.confidence = row.confidence, "
             "r.count = row.count, r.amount = row.amount "
             "RETURN count(*) AS n"
         )

@@ -85,7 +85,7 @@ def _case_ids(case_ids: Any) -> list[int]:
     out = set()
     for c in case_ids:
         if isinstance(c, bool) or not isinstance(c, int):
-            raise ValueError(f"case ids must be integers, not {c!r}")
+            raise ValueError(f"case ids must be integers, not {c!r}")  # noqa: TRY004
         out.add(c)
     return sorted(out)
 
@@ -110,7 +110,7 @@ def _entity_ids(values: Any, what: str = "entity_ids", *, at_least: int = 1) -> 
 
 def _int(value: Any, what: str, lo: int, hi: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{what} must be a whole number from {lo} to {hi}")
+        raise ValueError(f"{what} must be a whole number from {lo} to {hi}")  # noqa: TRY004
     if not lo <= value <= hi:
         raise ValueError(f"{what} must be from {lo} to {hi}, not {value}")
     return value
@@ -211,10 +211,10 @@ def expand(*, case_ids: list[int], entity_ids: list[str], hops: int = 1,
     since_dt, until_dt = _when(since, "since"), _when(until, "until")
     if since_dt and until_dt and until_dt < since_dt:
         raise ValueError("until is before since")
-    if min_confidence is not None:
-        if isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float)) \
-                or not 0 <= min_confidence <= 1:
-            raise ValueError("min_confidence must be a number from 0 to 1")
+    if min_confidence is not None and (
+            isinstance(min_confidence, bool) or not isinstance(min_confidence, (int, float))
+            or not 0 <= min_confidence <= 1):
+        raise ValueError("min_confidence must be a number from 0 to 1")
     empty = {"nodes": [], "edges": [], "truncated": False}
     if not cases:
         return empty
@@ -432,7 +432,7 @@ def case_subgraph(*, case_ids: list[int], case_id: int,
     ``case_id`` is not among ``case_ids``. For analysis and export."""
     cases = _case_ids(case_ids)
     if isinstance(case_id, bool) or not isinstance(case_id, int):
-        raise ValueError("case_id must be a case id")
+        raise ValueError("case_id must be a case id")  # noqa: TRY004
     limit = _int(limit, "limit", 1, 1_000_000)
     if case_id not in cases:
         return {"nodes": [], "edges": [], "truncated": False}

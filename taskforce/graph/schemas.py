@@ -50,9 +50,11 @@ def entity_label(entity: Entity, *, actor: Actor, case: Case | Iterable[Case] | 
 
 def entity_ref(entity: Entity, *, actor: Actor, case: Case | Iterable[Case] | None) -> dict:
     """The few fields a link or a timeline line shows of an entity."""
+    revealed = policy.reveals(actor, entity, case)
     return {"id": entity.id, "kind": entity.kind,
-            "label": entity_label(entity, actor=actor, case=case),
-            "survivor": entity.is_survivor, "minor": entity.minor}
+            "label": entity.label if revealed else (entity.pseudonym or "Survivor"),
+            "pseudonym": entity.pseudonym, "survivor": entity.is_survivor,
+            "minor": entity.minor, "redacted": not revealed}
 
 
 def entity_out(entity: Entity, *, actor: Actor, case: Case | None,
@@ -122,10 +124,10 @@ def network_out(case: Case, entities: Iterable[CaseEntity], links: Iterable[Link
 # Nothing is `required` here: the service checks access first, then says what is missing.
 
 class IdentifierIn(Schema):
-    kind = String(metadata={"description": "phone, email, bank_account, crypto_wallet, "
+    kind = String(load_default=None, allow_none=True, metadata={"description": "phone, email, bank_account, crypto_wallet, "
                                            "online_account, ad, url, vehicle_plate, vin, "
                                            "address or person (name|DOB)"})
-    value = String(validate=Length(max=1000),
+    value = String(load_default=None, allow_none=True, validate=Length(max=1000),
                    metadata={"description": "as written; a second part goes in the same "
                                             "string: 'TX:ABC1234', 'routing:account', "
                                             "'btc:<address>', 'John Smith|1990-04-12'"})
@@ -136,7 +138,7 @@ class EntityQuery(Schema):
 
 
 class EntityIn(Schema):
-    kind = String(metadata={"description": "required: " + ", ".join(ENTITY_KINDS)})
+    kind = String(load_default=None, allow_none=True, metadata={"description": "required: " + ", ".join(ENTITY_KINDS)})
     label = String(load_default="", validate=Length(max=LABEL_MAX),
                    metadata={"description": "how to call it; defaults to the first name or "
                                             "identifier"})
@@ -218,8 +220,10 @@ class EntityRef(Schema):
     id = Integer()
     kind = String()
     label = String()
+    pseudonym = String(allow_none=True)
     survivor = Boolean()
     minor = Boolean()
+    redacted = Boolean()
 
 
 class ProvenanceOut(Schema):

@@ -1,0 +1,399 @@
+"""Finding conflicts: exact, possible (people) and second-degree matches.
+
+Read-only: this module looks registrations up and scores them; service.py turns
+what it finds into hits. Never a scan: every lookup is an index seek.
+
+Exact
+    An identifier's index key (blind.Keyring.value_key: the normalized value, or its
+    HMAC tag) is looked up on the ``(kind, value_key)`` index among live rows of the
+    current key scheme, a batch of keys per query.
+
+Possible (people)
+    A person registration stores its blocking keys (identifiers.person_blocking_keys:
+    birth year + phonetic codes of each pair of name words). A probe asks for its
+    ``person_query_keys`` (birth years year-1..year+1) on the ``block_key`` index; the
+    registrations that share a block are the candidates (at most ``CANDIDATE_CAP``),
+    and each is scored:
+
+    * plain index: ``identifiers.name_similarity`` of the two names (rapidfuzz
+      token_sort_ratio on the normalized words), times a date-of-birth factor: 1.0
+      for the same date; 0.95 for the same year with day and month swapped or one of
+      them equal, or a year one off with the same day and month (a typo); 0.90 for the
+      same year; 0.85 for a year one off;
+    * blind index: the name cannot be read back, so it is scored on the *sketch*:
+      per name word, 64-bit HMAC tags of the word, of its Soundex and of its
+      Metaphone code. Two words score 1.0 when their word tags are equal, 0.85 when
+      both phonetic tags are, 0.70 when one is, else 0; the name score is the Dice
+      coefficient over the best one-to-one pairing of words (2 x sum / (n + m)). The
+      date factor is 1.0 when the date-of-birth tags are equal, 0.90 when the
+      matching block was of the same birth year, 0.85 when one year off (the stored
+      block keys carry the year, inside the tag).
+
+    A candidate whose score reaches ``POSSIBLE_THRESHOLD`` (0.80) is a possible
+    match: "Jon Smith" / "John Smyth", both born 1990-04-12, scores 0.84 plain and
+    0.85 blind. What the blind index costs in precision: within one word it sees
+    only "same letters" or "sounds the same", not how many letters differ, so
+    "John" / "Jane" (same Soundex J500, same Metaphone JN) count as much alike as
+    "Jon" / "John"; "John Smith" / "Jane Smith" of the same date scores 0.80 plain
+    and 0.93 blind, and a day/month swap of the date of birth, which the plain index
+    recognises, is only "same year" blind. Recall is the same (the same blocks);
+    there are more possible hits to look at, not fewer found.
+
+Second-degree
+    The new registration's entity is one link away, in Neo4j, from an entity that
+    another case registered: e.g. the new phone called the other case's target
+    phone 40 times. The graph is asked once per case that holds the entity
+    (``queries.expand`` with one hop, need-to-know limited to that one case), so a
+    link only counts when it belongs to one of the two sides' own cases: a third
+    case's link never tells two agencies about each other. The score is
+    ``min(0.9, 0.5 + 0.1 * log2(1 + count)) * confidence`` of the strongest link.
+    Runs only when the graph engine is configured (NEO4J_PASSWORD set) and
+    reachable; otherwise it finds nothing and says so in the log.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import jellyfish
+from flask import current_app
+from sqlalchemy import select
+
+from taskforce.deconfliction.blind import Keyring
+from taskforce.deconfliction.models import PersonBlock, TargetRegistration
+from taskforce.extensions import db
+from taskforce.graph import identifiers as idents
+
+log = logging.getLogger(__name__)
+
+POSSIBLE_THRESHOLD = 0.80
+CANDIDATE_CAP = 1000  # candidates scored per person probe (a very common name in one block)
+LOOKUP_CHUNK = 500  # keys per IN (...) query
+SECOND_DEGREE_MAX_CASES = 50  # cases holding one entity that the graph is asked about
+SECOND_DEGREE_MAX_NEIGHBOURS = 500
+
+KIND_RANK = {"exact": 3, "possible": 2, "second_degree": 1}
+
+
+# --------------------------------------------------------------------------- probes
+
+@dataclass(frozen=True)
+class PersonProbe:
+    tokens: tuple[str, ...]
+    dob: date
+    # stored block key (as the index holds it) -> the birth year it stands for
+    query_keys: dict[str, int]
+    sketch: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One identifier to check, in the form the index is searched with."""
+
+    kind: str
+    value_key: str
+    display: str = ""
+    person: PersonProbe | None = None
+    registration_id: int | None = None
+    case_id: int | None = None
+    entity_id: int | None = None
+
+
+@dataclass
+class Match:
+    kind: str  # exact | possible | second_degree
+    score: float
+    probe: Probe
+    other: TargetRegistration
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def person_parts(value: str) -> tuple[tuple[str, ...], date]:
+    """Name words and date of birth of a normalized person value (``JOHN|SMITH|1990-04-12``)."""
+    *tokens, dob = value.split("|")
+    return tuple(tokens), date.fromisoformat(dob)
+
+
+def person_sketch(tokens: Sequence[str], dob: date, ring: Keyring) -> dict[str, Any]:
+    """What a blind person registration keeps to be scored with (see the docstring)."""
+    words = sorted({t for t in tokens if t})
+    return {
+        "v": 1,
+        "w": [[ring.sketch_tag("pw", w), ring.sketch_tag("psx", jellyfish.soundex(w)),
+               ring.sketch_tag("pmp", jellyfish.metaphone(w) or w)] for w in words],
+        "d": ring.sketch_tag("pdob", dob.isoformat()),
+    }
+
+
+def person_block_keys(tokens: Sequence[str], dob: date, ring: Keyring) -> set[str]:
+    """The block keys to store for a person, as the index holds them."""
+    return {ring.block_key(k) for k in idents.person_blocking_keys(" ".join(tokens), dob)}
+
+
+def make_probe(ident: idents.Identifier, ring: Keyring, *, registration_id: int | None = None,
+               case_id: int | None = None, entity_id: int | None = None) -> Probe:
+    person = None
+    if ident.kind == "person":
+        tokens, dob = person_parts(ident.value)
+        query_keys: dict[str, int] = {}
+        for year in (dob.year - 1, dob.year, dob.year + 1):
+            try:
+                keys = idents.person_blocking_keys(" ".join(tokens), date(year, 1, 1))
+            except idents.InvalidIdentifier:  # a year outside the plausible range
+                continue
+            for k in keys:
+                query_keys[ring.block_key(k)] = year
+        person = PersonProbe(tokens=tokens, dob=dob, query_keys=query_keys,
+                             sketch=person_sketch(tokens, dob, ring) if ring.blind else None)
+    return Probe(kind=ident.kind, value_key=ring.value_key(ident.kind, ident.value),
+                 display=ident.display or ident.value, person=person,
+                 registration_id=registration_id, case_id=case_id, entity_id=entity_id)
+
+
+# --------------------------------------------------------------------------- scoring
+
+def dob_factor(a: date, b: date) -> float:
+    """How much two dates of birth support "same person" (plain index)."""
+    if a == b:
+        return 1.0
+    same_md = (a.month, a.day) == (b.month, b.day)
+    if a.year == b.year:
+        if (a.month, a.day) == (b.day, b.month) or a.month == b.month or a.day == b.day:
+            return 0.95
+        return 0.90
+    if abs(a.year - b.year) == 1:
+        return 0.95 if same_md else 0.85
+    return 0.0
+
+
+def plain_person_score(probe: PersonProbe, other_value: str) -> float:
+    tokens, dob = person_parts(other_value)
+    name = idents.name_similarity(" ".join(probe.tokens), " ".join(tokens))
+    return name * dob_factor(probe.dob, dob)
+
+
+def _word_score(a: Sequence[str], b: Sequence[str]) -> float:
+    if a[0] == b[0]:
+        return 1.0
+    same = (a[1] == b[1]) + (a[2] == b[2])
+    return 0.85 if same == 2 else 0.70 if same == 1 else 0.0
+
+
+def sketch_name_score(a: dict[str, Any], b: dict[str, Any]) -> float:
+    """Dice coefficient over the best one-to-one pairing of name words (greedy on the
+    pair scores, which is optimal for the few words of a name in all but odd ties)."""
+    wa, wb = a.get("w") or [], b.get("w") or []
+    if not wa or not wb:
+        return 0.0
+    pairs = sorted(((_word_score(x, y), i, j) for i, x in enumerate(wa)
+                    for j, y in enumerate(wb)), reverse=True)
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    total = 0.0
+    for score, i, j in pairs:
+        if score <= 0:
+            break
+        if i in used_a or j in used_b:
+            continue
+        used_a.add(i)
+        used_b.add(j)
+        total += score
+    return 2 * total / (len(wa) + len(wb))
+
+
+def blind_person_score(probe: PersonProbe, other_sketch: dict[str, Any] | None,
+                       year_offset: int) -> float:
+    if not other_sketch or probe.sketch is None:
+        return 0.0
+    name = sketch_name_score(probe.sketch, other_sketch)
+    if probe.sketch.get("d") == other_sketch.get("d"):
+        factor = 1.0
+    else:
+        factor = 0.90 if year_offset == 0 else 0.85
+    return name * factor
+
+
+# --------------------------------------------------------------------------- lookups
+
+def _live(ring: Keyring, now: datetime):
+    return (TargetRegistration.scheme == ring.scheme, TargetRegistration.expires_at > now)
+
+
+def _chunks(items: Sequence[Any], size: int = LOOKUP_CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def exact_matches(probes: Sequence[Probe], *, ring: Keyring, now: datetime,
+                  exclude_case_id: int | None = None) -> list[Match]:
+    """Every live registration of another case with the same (kind, value_key)."""
+    by_kind: dict[str, dict[str, list[Probe]]] = defaultdict(lambda: defaultdict(list))
+    for p in probes:
+        by_kind[p.kind][p.value_key].append(p)
+    found: list[Match] = []
+    for kind, keyed in by_kind.items():
+        for chunk in _chunks(sorted(keyed)):
+            query = select(TargetRegistration).where(
+                TargetRegistration.kind == kind, TargetRegistration.value_key.in_(chunk),
+                *_live(ring, now))
+            if exclude_case_id is not None:
+                query = query.where(TargetRegistration.case_id != exclude_case_id)
+            for other in db.session.scalars(query):
+                for p in keyed[other.value_key]:
+                    found.append(Match("exact", 1.0, p, other))
+    return found
+
+
+def possible_matches(probes: Sequence[Probe], *, ring: Keyring, now: datetime,
+                     exclude_case_id: int | None = None) -> list[Match]:
+    """Live person registrations of other cases that share a block and score high enough."""
+    found: list[Match] = []
+    for p in probes:
+        if p.person is None or not p.person.query_keys:
+            continue
+        query = (select(PersonBlock.block_key, TargetRegistration)
+                 .join(TargetRegistration, PersonBlock.registration_id == TargetRegistration.id)
+                 .where(PersonBlock.block_key.in_(list(p.person.query_keys)),
+                        TargetRegistration.kind == "person", *_live(ring, now))
+                 .limit(CANDIDATE_CAP * 4))
+        if exclude_case_id is not None:
+            query = query.where(TargetRegistration.case_id != exclude_case_id)
+        candidates: dict[int, tuple[TargetRegistration, int]] = {}
+        for block_key, other in db.session.execute(query):
+            if other.value_key == p.value_key:
+                continue  # the same person exactly: an exact match, found there
+            offset = abs(p.person.query_keys[block_key] - p.person.dob.year)
+            best = candidates.get(other.id)
+            if best is None or offset < best[1]:
+                candidates[other.id] = (other, offset)
+            if len(candidates) >= CANDIDATE_CAP:
+                break
+        for other, offset in candidates.values():
+            if ring.blind:
+                score = blind_person_score(p.person, other.sketch, offset)
+            else:
+                score = plain_person_score(p.person, other.value_key)
+            if score >= POSSIBLE_THRESHOLD:
+                found.append(Match("possible", round(score, 3), p, other))
+    return found
+
+
+def find(probes: Sequence[Probe], *, ring: Keyring, now: datetime,
+         exclude_case_id: int | None = None) -> list[Match]:
+    """Exact and possible matches of the probes; one (the strongest) per probe and
+    registration found."""
+    matches = exact_matches(probes, ring=ring, now=now, exclude_case_id=exclude_case_id)
+    matches += possible_matches(probes, ring=ring, now=now, exclude_case_id=exclude_case_id)
+    return strongest(matches)
+
+
+def strongest(matches: Iterable[Match]) -> list[Match]:
+    best: dict[tuple[Any, int], Match] = {}
+    for m in matches:
+        key = (m.probe.registration_id or id(m.probe), m.other.id)
+        cur = best.get(key)
+        if cur is None or (KIND_RANK[m.kind], m.score) > (KIND_RANK[cur.kind], cur.score):
+            best[key] = m
+    return list(best.values())
+
+
+# --------------------------------------------------------------------------- second degree
+
+def graph_configured() -> bool:
+    """Second-degree needs the graph engine: only when it is configured (a password)."""
+    return bool(current_app.config.get("NEO4J_PASSWORD"))
+
+
+def second_degree(probes: Sequence[Probe], *, ring: Keyring, now: datetime) -> list[Match]:
+    """Registrations of other cases one link away, in Neo4j, from the probes' entities.
+
+    Only probes of registered identifiers with an entity take part. The graph is
+    asked once per case that holds the entity, limited to that case, and a link
+    counts only when it belongs to the probe's own case or to the other
+    registration's case. Returns [] when the graph engine is not configured or not
+    reachable (logged): registration never fails for it.
+    """
+    todo = [p for p in probes if p.entity_id is not None and p.case_id is not None]
+    if not todo or not graph_configured():
+        return []
+    try:
+        from taskforce.graph import client, queries
+        from taskforce.graph.models import CaseEntity
+        from taskforce.graph.models import Identifier as GraphIdentifier
+        from taskforce.graph.outbox import entity_node_id
+
+        client.driver().verify_connectivity()  # fail fast: managed transactions retry for 30 s
+    except Exception as exc:  # noqa: BLE001  (the graph is optional for registering)
+        log.warning("deconfliction: second-degree check skipped, graph engine unavailable: %s",
+                    exc)
+        return []
+
+    found: list[Match] = []
+    for p in todo:
+        node = entity_node_id(p.entity_id)
+        case_ids = sorted(set(db.session.scalars(
+            select(CaseEntity.case_id).where(CaseEntity.entity_id == p.entity_id)
+            .limit(SECOND_DEGREE_MAX_CASES))) | {p.case_id})
+        for case_id in case_ids:
+            try:
+                result = queries.expand(case_ids=[case_id], entity_ids=[node], hops=1,
+                                        limit=SECOND_DEGREE_MAX_NEIGHBOURS)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("deconfliction: second-degree query failed for case %s: %s",
+                            case_id, exc)
+                continue
+            strength: dict[int, float] = {}
+            for edge in result["edges"]:
+                other_node = edge["target"] if edge["source"] == node else edge["source"]
+                if other_node == node or not str(other_node).startswith("ent-"):
+                    continue
+                neighbour = int(str(other_node)[4:])
+                count = int(edge.get("count") or 1)
+                confidence = float(edge.get("confidence") if edge.get("confidence")
+                                   is not None else 1.0)
+                score = min(0.9, 0.5 + 0.1 * math.log2(1 + count)) * confidence
+                strength[neighbour] = max(strength.get(neighbour, 0.0), score)
+            if not strength:
+                continue
+            for other, score in _registrations_of(strength, ring=ring, now=now,
+                                                  GraphIdentifier=GraphIdentifier):
+                if other.case_id == p.case_id:
+                    continue
+                # the link must be one of the two sides' own: this case is p's or other's
+                if case_id not in (p.case_id, other.case_id):
+                    continue
+                found.append(Match("second_degree", round(score, 3), p, other,
+                                   details={"link_case_id": case_id}))
+    return strongest(found)
+
+
+def _registrations_of(strength: dict[int, float], *, ring: Keyring, now: datetime,
+                      GraphIdentifier) -> list[tuple[TargetRegistration, float]]:  # noqa: N803
+    """Live registrations naming these entities: by entity id, or by identifier value."""
+    ids = sorted(strength)
+    out: dict[int, tuple[TargetRegistration, float]] = {}
+    for chunk in _chunks(ids):
+        for reg in db.session.scalars(select(TargetRegistration).where(
+                TargetRegistration.entity_id.in_(chunk), *_live(ring, now))):
+            out[reg.id] = (reg, strength[reg.entity_id])
+        rows = db.session.execute(select(GraphIdentifier.entity_id, GraphIdentifier.kind,
+                                         GraphIdentifier.value)
+                                  .where(GraphIdentifier.entity_id.in_(chunk))).all()
+        keyed: dict[tuple[str, str], int] = {
+            (r.kind, ring.value_key(r.kind, r.value)): r.entity_id for r in rows}
+        by_kind: dict[str, list[str]] = defaultdict(list)
+        for kind, key in keyed:
+            by_kind[kind].append(key)
+        for kind, keys in by_kind.items():
+            for sub in _chunks(keys):
+                for reg in db.session.scalars(select(TargetRegistration).where(
+                        TargetRegistration.kind == kind, TargetRegistration.value_key.in_(sub),
+                        *_live(ring, now))):
+                    if reg.id not in out:
+                        out[reg.id] = (reg, strength[keyed[(kind, reg.value_key)]])
+    return list(out.values())

@@ -1,0 +1,251 @@
+"""Deconfliction tables: the cross-agency target index, hits and their workflow,
+and the in-app notifications behind the live badge.
+
+The index (`target_registrations`, `person_blocks`) never needs an identifier in
+the clear when the blind index is on (blind.py): `value_key` and `block_key` are
+HMAC tags, `display_hint` stays empty, `sketch` holds only tags.
+
+A hit keeps a snapshot of both sides (agency, case, point of contact, identifier
+kind) so it survives the purge of the registrations it came from. Who may read
+which part of it is decided by policy.py and schemas.py, never here.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from taskforce.accounts.models import Agency, User, UtcDateTime, utcnow
+from taskforce.extensions import db
+from taskforce.investigations.models import Case
+
+HIT_KINDS = {
+    "exact": "Exact match",
+    "possible": "Possible match (person)",
+    "second_degree": "Second-degree (one link away)",
+}
+HIT_STATUSES = {
+    "new": "New",
+    "acknowledged": "Acknowledged",
+    "coordinating": "Coordinating",
+    "resolved": "Resolved",
+}
+RESOLUTIONS = {
+    "same_target": "Same target",
+    "joint_investigation": "Joint investigation",
+    "different_target": "Different target",
+    "referred": "Referred",
+    "no_action": "No action",
+}
+HIT_ACTIONS = ("created", "acknowledged", "coordinating", "resolved")
+NOTIFICATION_KINDS = {
+    "hit.new": "New deconfliction hit",
+}
+
+
+def _in(column: str, values) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class TargetRegistration(db.Model):
+    """One identifier of one case in the cross-agency index, until it expires."""
+
+    __tablename__ = "target_registrations"
+    __table_args__ = (
+        # idempotent per case + identifier (under one key scheme)
+        UniqueConstraint("case_id", "kind", "value_key", "scheme", name="case_identifier"),
+        # the exact check: an index seek on (kind, value_key)
+        Index("ix_target_registrations_kind_value", "kind", "value_key"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    # The normalized value, or its HMAC tag when the blind index is on (blind.py).
+    value_key: Mapped[str] = mapped_column(String(512))
+    scheme: Mapped[str] = mapped_column(String(24))  # "plain" or "hmac1:<fingerprint>"
+    # The identifier as entered, for its own case's pages; NULL when blind.
+    display_hint: Mapped[str | None] = mapped_column(String(512))
+    # Persons only, blind only: tags to score possible matches with (matching.py).
+    sketch: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"), index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    entity_id: Mapped[int | None] = mapped_column(
+        ForeignKey("entities.id", ondelete="SET NULL"), index=True)
+    poc_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    poc_name: Mapped[str] = mapped_column(String(200))
+    poc_phone: Mapped[str] = mapped_column(String(40), default="")
+    poc_email: Mapped[str] = mapped_column(String(254), default="")
+    registered_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    registered_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    renewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+
+    agency: Mapped[Agency] = relationship(lazy="joined")
+    blocks: Mapped[list[PersonBlock]] = relationship(
+        back_populates="registration", cascade="all, delete-orphan", passive_deletes=True)
+
+    def live_at(self, now: datetime) -> bool:
+        return self.expires_at > now
+
+    def __repr__(self) -> str:
+        return f"<TargetRegistration {self.id} {self.kind} case={self.case_id}>"
+
+
+class PersonBlock(db.Model):
+    """A blocking key of a registered person (identifiers.person_blocking_keys),
+    HMAC-tagged when blind: near names with the same birth year share one."""
+
+    __tablename__ = "person_blocks"
+    __table_args__ = (
+        UniqueConstraint("registration_id", "block_key", name="registration_block"),
+        Index("ix_person_blocks_block_key", "block_key"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    registration_id: Mapped[int] = mapped_column(
+        ForeignKey("target_registrations.id", ondelete="CASCADE"))
+    block_key: Mapped[str] = mapped_column(String(128))
+
+    registration: Mapped[TargetRegistration] = relationship(back_populates="blocks")
+
+
+class HitNumberSequence(db.Model):
+    """The last deconfliction number handed out in a year (DC-2026-000123)."""
+
+    __tablename__ = "hit_number_sequences"
+
+    year: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_value: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Hit(db.Model):
+    """Two registrations that conflict, seen from both sides, and its workflow.
+
+    Side "a" is the registration that found the conflict (the newer one), side "b"
+    the one it found. Each side is a snapshot, so a purged registration leaves the
+    hit readable.
+    """
+
+    __tablename__ = "hits"
+    __table_args__ = (
+        CheckConstraint(_in("kind", HIT_KINDS), name="kind"),
+        CheckConstraint(_in("status", HIT_STATUSES), name="status"),
+        CheckConstraint(_in("resolution", RESOLUTIONS) + " OR resolution IS NULL",
+                        name="resolution"),
+        CheckConstraint("score >= 0 AND score <= 1", name="score"),
+        Index("ix_hits_a_case", "a_case_id"),
+        Index("ix_hits_b_case", "b_case_id"),
+        Index("ix_hits_status_created", "status", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(20), unique=True)
+    # "<low registration id>:<high registration id>": one hit per pair, ever
+    pair_key: Mapped[str] = mapped_column(String(40), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    score: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="new")
+    resolution: Mapped[str | None] = mapped_column(String(24))
+    resolution_note: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    a_registration_id: Mapped[int | None] = mapped_column(
+        ForeignKey("target_registrations.id", ondelete="SET NULL"))
+    a_agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
+    a_case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    a_identifier_kind: Mapped[str] = mapped_column(String(32))
+    a_poc_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    a_poc_name: Mapped[str] = mapped_column(String(200))
+    a_poc_phone: Mapped[str] = mapped_column(String(40), default="")
+    a_poc_email: Mapped[str] = mapped_column(String(254), default="")
+    a_acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    b_registration_id: Mapped[int | None] = mapped_column(
+        ForeignKey("target_registrations.id", ondelete="SET NULL"))
+    b_agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
+    b_case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    b_identifier_kind: Mapped[str] = mapped_column(String(32))
+    b_poc_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    b_poc_name: Mapped[str] = mapped_column(String(200))
+    b_poc_phone: Mapped[str] = mapped_column(String(40), default="")
+    b_poc_email: Mapped[str] = mapped_column(String(254), default="")
+    b_acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    a_agency: Mapped[Agency] = relationship(foreign_keys=[a_agency_id], lazy="joined")
+    b_agency: Mapped[Agency] = relationship(foreign_keys=[b_agency_id], lazy="joined")
+    # For the access check only (policy.py); never serialized for the other side.
+    a_case: Mapped[Case] = relationship(foreign_keys=[a_case_id])
+    b_case: Mapped[Case] = relationship(foreign_keys=[b_case_id])
+    events: Mapped[list[HitEvent]] = relationship(
+        back_populates="hit", order_by=lambda: (HitEvent.at, HitEvent.id),
+        cascade="all, delete-orphan", passive_deletes=True)
+
+    def side(self, name: str) -> dict[str, Any]:
+        """One side's snapshot as plain values (name is "a" or "b")."""
+        return {key: getattr(self, f"{name}_{key}") for key in (
+            "registration_id", "agency_id", "case_id", "identifier_kind", "poc_user_id",
+            "poc_name", "poc_phone", "poc_email", "acknowledged_at")} | {
+            "agency": getattr(self, f"{name}_agency")}
+
+    def __repr__(self) -> str:
+        return f"<Hit {self.number} {self.kind} {self.status}>"
+
+
+class HitEvent(db.Model):
+    """Who did what to a hit, and when (also in the audit trail)."""
+
+    __tablename__ = "hit_events"
+    __table_args__ = (CheckConstraint(_in("action", HIT_ACTIONS), name="action"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hit_id: Mapped[int] = mapped_column(ForeignKey("hits.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    agency_id: Mapped[int | None] = mapped_column(ForeignKey("agencies.id"))
+    action: Mapped[str] = mapped_column(String(16))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(Text, default="")
+
+    hit: Mapped[Hit] = relationship(back_populates="events")
+    user: Mapped[User | None] = relationship(lazy="joined")
+    agency: Mapped[Agency | None] = relationship(lazy="joined")
+
+
+class Notification(db.Model):
+    """Something a user should look at: behind the live badge in the nav.
+
+    `kind` says what it is about; `hit_id` names the hit (survivor alerts, a later
+    step, will add their own reference column beside it).
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        CheckConstraint(_in("kind", NOTIFICATION_KINDS), name="kind"),
+        Index("ix_notifications_user_unread", "user_id", "read_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    hit_id: Mapped[int | None] = mapped_column(ForeignKey("hits.id", ondelete="CASCADE"),
+                                               index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    hit: Mapped[Hit | None] = relationship(lazy="joined")

@@ -1,0 +1,122 @@
+"""Evidence API schemas: what the JSON API takes and gives back.
+
+The upload itself takes no schema: its body is the file, raw
+(application/octet-stream), and its metadata comes in the query string or in
+X-Evidence-* headers (see api.py). The service validates everything again.
+"""
+from __future__ import annotations
+
+import json
+
+from apiflask import Schema
+from apiflask.fields import Boolean, DateTime, Function, Integer, List, Method, Nested, String
+from apiflask.validators import Length, OneOf
+from flask import url_for
+
+from taskforce.evidence.models import SOURCES
+from taskforce.evidence.service import DESCRIPTION_MAX, NAME_MAX, PLACE_MAX, REASON_MAX
+
+
+class UserRef(Schema):
+    id = Integer()
+    username = String()
+    full_name = String()
+
+
+# In ------------------------------------------------------------------------
+
+class PhysicalIn(Schema):
+    description = String(required=True, validate=Length(min=1, max=DESCRIPTION_MAX))
+    storage_location = String(required=True, validate=Length(min=1, max=PLACE_MAX),
+                              metadata={"description": "where the item is kept (room, locker, "
+                                                       "bag number)"})
+    source = String(load_default="other", validate=OneOf(list(SOURCES)))
+    collected_at = String(metadata={"description": "ISO 8601; UTC unless a zone is given; "
+                                                   "default now"})
+    collected_by = String(validate=Length(max=NAME_MAX),
+                          metadata={"description": "default: you"})
+    collected_place = String(load_default="", validate=Length(max=PLACE_MAX))
+
+
+class TransferIn(Schema):
+    to_user_id = Integer(metadata={"description": "the receiver (or to_username)"})
+    to_username = String(validate=Length(max=64))
+    place = String(load_default="", validate=Length(max=PLACE_MAX))
+    reason = String(required=True, validate=Length(min=1, max=REASON_MAX))
+
+
+# Out -----------------------------------------------------------------------
+
+def _details(event) -> dict | None:
+    return json.loads(event.details) if event.details else None
+
+
+class CustodyEventOut(Schema):
+    seq = Integer()
+    kind = String()
+    at = DateTime()
+    user_id = Integer(allow_none=True)
+    username = String(allow_none=True)
+    user_name = String(allow_none=True, metadata={"description": "name at the time"})
+    place = String(metadata={"description": "where"})
+    reason = String(metadata={"description": "why"})
+    details = Function(_details)
+    prev_hash = String(metadata={"description": "hash of the item's event before this one "
+                                                "(for seq 1: the item's genesis hash)"})
+    hash = String()
+
+
+class ItemOut(Schema):
+    id = Integer()
+    case_id = Integer()
+    number = String(metadata={"description": "<case number>-E0001"})
+    kind = String(metadata={"description": "digital or physical"})
+    description = String()
+    source = String()
+    collected_by = String()
+    collected_at = DateTime()
+    collected_place = String()
+    size = Integer(allow_none=True)
+    sha256 = String(allow_none=True)
+    md5 = String(allow_none=True)
+    content_type = String(allow_none=True, metadata={"description": "detected from the bytes"})
+    original_filename = String(allow_none=True)
+    storage_key = String(allow_none=True)
+    storage_location = String(allow_none=True)
+    custodian = Nested(UserRef, allow_none=True)
+    integrity = String(metadata={"description": "unverified, ok, mismatch or missing"})
+    last_verified_at = DateTime(allow_none=True)
+    custody_seq = Integer(metadata={"description": "events in the chain"})
+    custody_hash = String(allow_none=True, metadata={"description": "hash of the last event"})
+    created_at = DateTime()
+    created_by = Nested(UserRef, allow_none=True)
+    page_url = Method("_page_url")
+    content_url = Method("_content_url")
+
+    def _page_url(self, item) -> str:
+        return url_for("evidence.item", item_id=item.id)
+
+    def _content_url(self, item) -> str | None:
+        if item.kind != "digital":
+            return None
+        return url_for("evidence_api.download", item_id=item.id)
+
+
+class ItemDetailOut(Schema):
+    item = Nested(ItemOut)
+    custody = List(Nested(CustodyEventOut), attribute="events")
+    can_transfer = Boolean()
+
+
+class VerifyOut(Schema):
+    item_id = Integer()
+    number = String()
+    ok = Boolean()
+    expected_sha256 = String()
+    actual_sha256 = String(allow_none=True)
+    expected_md5 = String(allow_none=True)
+    actual_md5 = String(allow_none=True)
+    expected_size = Integer()
+    actual_size = Integer(allow_none=True)
+    problem = String(allow_none=True)
+    message = String()

@@ -1,0 +1,654 @@
+"""Where evidence bytes live: one interface, two backends.
+
+Objects are stored under their SHA-256 (`sha256/ab/cd/<hex>`), written once
+and never overwritten. `put_stream` reads its input once, in chunks, and
+computes SHA-256 and MD5 in that same pass while it sends the bytes on, in
+constant memory whatever the size:
+
+* `LocalFolderStore` (EVIDENCE_DIR, the embedded default): a temp file in the
+  same filesystem, fsync, then a hard link to the content path (atomic, fails
+  if the path exists, so no overwrite and no copy).
+* `S3Store` (MinIO, or any S3 server with object lock): multipart upload to a
+  staging key, then a server-side copy to the content key with an explicit
+  retention, then the staging version removed.
+
+Either way a failure midway (client gone, storage error, hash mismatch)
+leaves nothing behind, and an unreachable store is `errors.Unavailable` (503).
+Nothing here knows about cases, users or the database.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol, runtime_checkable
+
+from taskforce.errors import DomainError, Invalid, Unavailable
+
+CHUNK = 8 * 1024 * 1024  # read and hash this much at a time
+HEAD_BYTES = 8192  # kept from the start of the stream to detect the content type
+S3_PART_SIZE = 16 * 1024 * 1024  # multipart part size (S3 wants >= 5 MiB)
+S3_PARALLEL_PARTS = 3  # parts in flight at once: memory is about (this + 1) x part size
+S3_MAX_COPY = 5 * 1024**3  # CopyObject's limit; larger objects are composed from part copies
+RETENTION_MODES = ("GOVERNANCE", "COMPLIANCE")
+DEFAULT_RETENTION_DAYS = 3650
+DEFAULT_RETENTION_MODE = "GOVERNANCE"
+DEFAULT_MAX_BYTES = 64 * 1024**3
+_HEX = frozenset("0123456789abcdef")
+
+
+class TooLarge(DomainError):
+    """More bytes than the configured limit (413)."""
+
+    status, code = 413, "too_large"
+
+
+class ObjectMissing(Unavailable):
+    """A record names bytes that the store does not have: an integrity alarm, not a retry."""
+
+    code = "object_missing"
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    sha256: str
+    md5: str
+    size: int
+    key: str
+    deduplicated: bool  # the same bytes were already stored; nothing was written
+    backend: str = ""
+    version_id: str | None = None  # S3: the version under the content key
+    head: bytes = field(default=b"", repr=False)  # the first bytes, for content-type detection
+
+
+@dataclass(frozen=True)
+class LockStatus:
+    """What the store says about an object's lock."""
+
+    retain_until: datetime | None
+    mode: str | None
+    legal_hold: bool
+    enforced: bool  # False for the local folder: recorded, not enforceable
+
+
+@runtime_checkable
+class EvidenceStore(Protocol):
+    name: str
+
+    def put_stream(self, stream: BinaryIO, *, expected_sha256: str | None = None,
+                   max_bytes: int | None = None) -> StoredObject: ...
+
+    def open_stream(self, sha256: str) -> Iterator[bytes]: ...
+
+    def exists(self, sha256: str) -> bool: ...
+
+    def set_retention(self, sha256: str, until: datetime, mode: str = DEFAULT_RETENTION_MODE
+                      ) -> None: ...
+
+    def set_legal_hold(self, sha256: str, on: bool) -> None: ...
+
+    def lock_status(self, sha256: str) -> LockStatus: ...
+
+
+def key_for(sha256: str) -> str:
+    """The content key: `sha256/ab/cd/<hex>`."""
+    sha256 = check_sha256(sha256)
+    return f"sha256/{sha256[:2]}/{sha256[2:4]}/{sha256}"
+
+
+def check_sha256(value: str, *, field_name: str = "sha256") -> str:
+    """A SHA-256 as 64 lowercase hex digits, or Invalid."""
+    text = (value or "").strip().lower()
+    if len(text) != 64 or not set(text) <= _HEX:
+        raise Invalid("A SHA-256 is 64 hexadecimal digits.",
+                      fields={field_name: ["Must be 64 hexadecimal digits."]})
+    return text
+
+
+# --- the one pass over the input ----------------------------------------------------------
+
+class HashingReader:
+    """Wraps the input: every byte read through it is counted and hashed once.
+
+    `read(n)` returns up to n bytes (fewer only at the end), so a consumer
+    that asks for a whole part gets one. SHA-256 and MD5 are updated on two
+    threads at once (hashlib releases the GIL on large buffers), so the pass
+    costs the slower of the two, not their sum.
+
+    An exception raised by the input (client disconnected, the request body
+    over its limit) is kept in `source_error`, so the store can tell the
+    caller's fault from its own.
+    """
+
+    def __init__(self, source: Any, *, max_bytes: int | None = None, chunk: int = CHUNK):
+        if not callable(getattr(source, "read", None)):
+            raise TypeError("the evidence stream must have read()")
+        self._source = source
+        self._max = max_bytes
+        self._chunk = chunk
+        self._pending = b""
+        self._eof = False
+        self.sha256: Any = hashlib.sha256()
+        self.md5: Any = hashlib.md5(usedforsecurity=False)
+        self.size = 0
+        self.head = b""
+        self.source_error: BaseException | None = None
+
+    def prime(self) -> bytes:
+        """Read the first chunk before anything is written: an empty input is
+        refused, and the first bytes are known (content type) up front."""
+        first = self._pull(self._chunk)
+        if not first:
+            raise Invalid("The upload is empty: there are no bytes to store.",
+                          fields={"file": ["Empty."]})
+        self._pending = first
+        return first[:HEAD_BYTES]
+
+    def _pull(self, n: int) -> bytes:
+        if self._eof:
+            return b""
+        try:
+            data = self._source.read(n)
+        except BaseException as e:
+            self.source_error = e
+            raise
+        if not data:
+            self._eof = True
+            return b""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError("the evidence stream must return bytes")
+        data = bytes(data)
+        if self._max is not None and self.size + len(self._pending) + len(data) > self._max:
+            err = TooLarge(f"The upload is larger than the limit of {self._max:,} bytes.")
+            self.source_error = err
+            raise err
+        return data
+
+    def read(self, n: int = -1) -> bytes:
+        want = self._chunk if n is None or n < 0 else n
+        parts: list[bytes] = []
+        have = 0
+        if self._pending:
+            parts.append(self._pending[:want])
+            self._pending = self._pending[want:]
+            have = len(parts[0])
+        while have < want:
+            data = self._pull(min(want - have, self._chunk))
+            if not data:
+                break
+            parts.append(data)
+            have += len(data)
+        out = parts[0] if len(parts) == 1 else b"".join(parts)
+        if out:
+            self._hash(out)
+        return out
+
+    def _hash(self, data: bytes) -> None:
+        if not self.size:
+            self.head = data[:HEAD_BYTES]
+        self.size += len(data)
+        update_both(self.sha256, self.md5, data)
+
+    def drain(self) -> None:
+        """Read (and hash) to the end."""
+        while self.read(self._chunk):
+            pass
+
+    def check(self, expected_sha256: str | None) -> None:
+        if expected_sha256 is None:
+            return
+        actual = self.sha256.hexdigest()
+        if actual != expected_sha256:
+            raise Invalid(
+                "The bytes received do not match the SHA-256 you sent: nothing was stored. "
+                f"Expected {expected_sha256}, received {actual} ({self.size:,} bytes).",
+                fields={"sha256": [f"Expected {expected_sha256}, got {actual}."]})
+
+
+def update_both(sha256: Any, md5: Any, data: bytes) -> None:
+    """Feed one buffer to both hashes; a large one on two threads at once."""
+    if len(data) < 1024 * 1024:
+        sha256.update(data)
+        md5.update(data)
+        return
+    md5_thread = threading.Thread(target=md5.update, args=(data,))
+    md5_thread.start()
+    sha256.update(data)
+    md5_thread.join()
+
+
+@dataclass(frozen=True)
+class Digest:
+    sha256: str
+    md5: str
+    size: int
+
+
+def hash_chunks(chunks: Iterator[bytes]) -> Digest:
+    """SHA-256, MD5 and size of a stream of chunks, in one pass (closes the iterator)."""
+    sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    try:
+        for chunk in chunks:
+            update_both(sha, md5, chunk)
+            size += len(chunk)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    return Digest(sha.hexdigest(), md5.hexdigest(), size)
+
+
+def _expected(value: str | None) -> str | None:
+    return None if value in (None, "") else check_sha256(value, field_name="sha256")
+
+
+# --- local folder -------------------------------------------------------------------------
+
+class LocalFolderStore:
+    """Objects as read-only files under `root/sha256/ab/cd/<hex>`.
+
+    Retention and legal hold are RECORDED (a JSON file beside the object,
+    under `root/locks/`) but not enforced: anyone with write access to the
+    folder can delete a file. Production uses S3 with object lock.
+    """
+
+    name = "local"
+
+    def __init__(self, root: str | os.PathLike[str], *,
+                 retention_days: int = DEFAULT_RETENTION_DAYS,
+                 retention_mode: str = DEFAULT_RETENTION_MODE):
+        _check_mode(retention_mode)
+        self.root = Path(root)
+        self.staging = self.root / "staging"
+        self.retention_days = retention_days
+        self.retention_mode = retention_mode
+
+    def _path(self, sha256: str) -> Path:
+        return self.root / key_for(sha256)
+
+    def put_stream(self, stream: BinaryIO, *, expected_sha256: str | None = None,
+                   max_bytes: int | None = None) -> StoredObject:
+        expected = _expected(expected_sha256)
+        reader = HashingReader(stream, max_bytes=max_bytes)
+        reader.prime()  # an empty body is refused before anything is created
+        try:
+            self.staging.mkdir(parents=True, exist_ok=True)
+            fd, tmp_name = tempfile.mkstemp(prefix="upload-", dir=self.staging)
+        except OSError as e:
+            raise Unavailable(f"The evidence folder cannot be written: {e.strerror}.") from e
+        tmp = Path(tmp_name)
+        try:
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    while chunk := reader.read(CHUNK):
+                        out.write(chunk)
+                    out.flush()
+                    os.fsync(out.fileno())
+            except OSError as e:
+                if reader.source_error is not None:
+                    raise
+                raise Unavailable(f"The evidence folder cannot be written: {e.strerror}.") from e
+            reader.check(expected)
+            sha256 = reader.sha256.hexdigest()
+            final = self._path(sha256)
+            try:
+                os.chmod(tmp, 0o444)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(tmp, final)  # atomic; refuses to replace an existing file
+                    deduplicated = False
+                    _fsync_dir(final.parent)
+                except FileExistsError:
+                    deduplicated = True
+            except OSError as e:
+                raise Unavailable(f"The evidence folder cannot be written: {e.strerror}.") from e
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        with contextlib.suppress(OSError):  # a record, not a lock: see the class docstring
+            self.set_retention(sha256, datetime.now(UTC) + timedelta(days=self.retention_days),
+                               self.retention_mode)
+        return StoredObject(sha256=sha256, md5=reader.md5.hexdigest(), size=reader.size,
+                            key=key_for(sha256), deduplicated=deduplicated, backend=self.name,
+                            head=reader.head)
+
+    def open_stream(self, sha256: str) -> Iterator[bytes]:
+        path = self._path(sha256)
+        try:
+            f = open(path, "rb")  # noqa: SIM115  (closed by the generator)
+        except FileNotFoundError as e:
+            raise ObjectMissing(f"The stored bytes of {key_for(sha256)} are missing.") from e
+        except OSError as e:
+            raise Unavailable(f"The evidence folder cannot be read: {e.strerror}.") from e
+        return _file_chunks(f)
+
+    def exists(self, sha256: str) -> bool:
+        return self._path(sha256).is_file()
+
+    def _lock_file(self, sha256: str) -> Path:
+        return self.root / "locks" / f"{check_sha256(sha256)}.json"
+
+    def _read_lock(self, sha256: str) -> dict[str, Any]:
+        try:
+            return json.loads(self._lock_file(sha256).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _write_lock(self, sha256: str, doc: dict[str, Any]) -> None:
+        path = self._lock_file(sha256)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{secrets.token_hex(4)}.tmp")
+        tmp.write_text(json.dumps(doc, sort_keys=True))
+        os.replace(tmp, path)
+
+    def set_retention(self, sha256: str, until: datetime,
+                      mode: str = DEFAULT_RETENTION_MODE) -> None:
+        _check_mode(mode)
+        doc = self._read_lock(sha256)
+        current = doc.get("retain_until")
+        if current and datetime.fromisoformat(current) >= until:
+            return  # a retention is only ever extended
+        doc.update(retain_until=until.astimezone(UTC).isoformat(), mode=mode)
+        self._write_lock(sha256, doc)
+
+    def set_legal_hold(self, sha256: str, on: bool) -> None:
+        doc = self._read_lock(sha256)
+        doc["legal_hold"] = bool(on)
+        self._write_lock(sha256, doc)
+
+    def lock_status(self, sha256: str) -> LockStatus:
+        doc = self._read_lock(sha256)
+        until = doc.get("retain_until")
+        return LockStatus(retain_until=datetime.fromisoformat(until) if until else None,
+                          mode=doc.get("mode"), legal_hold=bool(doc.get("legal_hold")),
+                          enforced=False)
+
+
+def _file_chunks(f: BinaryIO) -> Iterator[bytes]:
+    with f:
+        while chunk := f.read(CHUNK):
+            yield chunk
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in RETENTION_MODES:
+        raise ValueError(f"retention mode must be one of {RETENTION_MODES}, not {mode!r}")
+
+
+# --- S3 (MinIO) ---------------------------------------------------------------------------
+
+_NOT_THERE = {"NoSuchKey", "NoSuchVersion", "NoSuchObject", "ResourceNotFound", "NotFound"}
+
+
+class S3Store:
+    """Objects in an S3 bucket with versioning and object lock.
+
+    Why a staging key and a copy: S3 fixes an object's key when the upload
+    starts, and ours is the hash of bytes we have not read yet. So the bytes
+    stream (multipart, parts of S3_PART_SIZE, a few in flight while the next
+    one is read and hashed) to `staging/<random>`; once the hash is known, the
+    server copies the staging object to `sha256/ab/cd/<hex>` with its
+    retention (CopyObject up to 5 GiB; above that compose_object, i.e.
+    UploadPartCopy of 5 GiB ranges), and the staging version is deleted.
+    The cost: the server reads and writes the bytes a second time (no
+    traffic through the app, but twice the disk work on the server), and
+    nothing at all when the same bytes are already stored, since then no
+    copy is made. Streaming straight to the content key would save the copy
+    only when the client sends the hash up front, and a wrong hash would
+    then leave a locked object under a key that does not match its bytes.
+
+    Staging objects carry no retention, so they can be removed; the bucket
+    must therefore have no default retention (every content object gets an
+    explicit one here instead, which is also what versitygw reports back).
+    """
+
+    name = "s3"
+
+    def __init__(self, *, endpoint: str, access_key: str, secret_key: str, bucket: str,
+                 secure: bool = False, region: str = "us-east-1",
+                 retention_days: int = DEFAULT_RETENTION_DAYS,
+                 retention_mode: str = DEFAULT_RETENTION_MODE,
+                 part_size: int = S3_PART_SIZE, parallel_parts: int = S3_PARALLEL_PARTS,
+                 connect_timeout: float = 5.0, read_timeout: float = 300.0, retries: int = 2,
+                 client: Any = None):
+        _check_mode(retention_mode)
+        if retention_days < 1:
+            raise ValueError("retention_days must be 1 or more")
+        self.bucket = bucket
+        self.endpoint = endpoint
+        self.retention_days = retention_days
+        self.retention_mode = retention_mode
+        self.part_size = part_size
+        self.parallel_parts = parallel_parts
+        if client is None:
+            import certifi
+            import urllib3
+            from minio import Minio
+
+            http = urllib3.PoolManager(
+                timeout=urllib3.Timeout(connect=connect_timeout, read=read_timeout),
+                maxsize=max(10, parallel_parts * 2),
+                cert_reqs="CERT_REQUIRED", ca_certs=certifi.where(),
+                retries=urllib3.Retry(total=retries, backoff_factor=0.2,
+                                      status_forcelist=[500, 502, 503, 504]))
+            client = Minio(endpoint, access_key=access_key, secret_key=secret_key,
+                           secure=secure, region=region, http_client=http)
+        self.client = client
+
+    # errors -------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _s3(self, doing: str) -> Iterator[None]:
+        """Storage failures become Unavailable (503) with what we were doing."""
+        import urllib3
+        from minio.error import MinioException, S3Error
+
+        try:
+            yield
+        except S3Error as e:
+            raise Unavailable(f"The evidence store refused to {doing}: {e.code} "
+                              f"({e.message}).") from e
+        except (urllib3.exceptions.HTTPError, MinioException, OSError) as e:
+            raise Unavailable(f"The evidence store cannot be reached to {doing} "
+                              f"({self.endpoint}); nothing was changed. Try again later.") from e
+
+    def _until(self) -> datetime:
+        return (datetime.now(UTC) + timedelta(days=self.retention_days)).replace(microsecond=0)
+
+    # writing ------------------------------------------------------------------
+
+    def put_stream(self, stream: BinaryIO, *, expected_sha256: str | None = None,
+                   max_bytes: int | None = None) -> StoredObject:
+        import urllib3
+        from minio.error import MinioException, S3Error
+
+        expected = _expected(expected_sha256)
+        reader = HashingReader(stream, max_bytes=max_bytes)
+        reader.prime()  # an empty body is refused before anything reaches the store
+        staging = f"staging/{datetime.now(UTC):%Y%m%d}/{secrets.token_hex(16)}"
+        try:
+            put = self.client.put_object(
+                self.bucket, staging, reader, length=-1, part_size=self.part_size,
+                num_parallel_uploads=self.parallel_parts)
+        except BaseException as e:
+            # minio-py aborts its multipart upload itself; a single-part PUT that
+            # failed wrote nothing. Whose fault was it?
+            if reader.source_error is not None:
+                raise reader.source_error from None
+            if isinstance(e, S3Error | urllib3.exceptions.HTTPError | MinioException | OSError):
+                raise Unavailable(
+                    f"The evidence store cannot take the upload ({self.endpoint}: "
+                    f"{getattr(e, 'code', None) or type(e).__name__}); nothing was stored. "
+                    "Try again later.") from e
+            raise
+        try:
+            reader.drain()  # minio stops at the last part; make sure nothing was left unread
+            reader.check(expected)
+            sha256 = reader.sha256.hexdigest()
+            key = key_for(sha256)
+            with self._s3("store the evidence"):
+                current = self._stat(key)
+                if current is not None:
+                    version_id, deduplicated = current.version_id, True
+                    self._extend_retention(key, version_id, self._until())
+                else:
+                    version_id, deduplicated = self._copy(staging, put.version_id, key,
+                                                          reader.size), False
+        finally:
+            self._remove_staging(staging, put.version_id)
+        return StoredObject(sha256=sha256, md5=reader.md5.hexdigest(), size=reader.size,
+                            key=key, deduplicated=deduplicated, backend=self.name,
+                            version_id=version_id, head=reader.head)
+
+    def _copy(self, staging: str, staging_version: str | None, key: str, size: int) -> str | None:
+        from minio.commonconfig import ComposeSource, CopySource
+        from minio.retention import Retention
+
+        retention = Retention(self.retention_mode, self._until())
+        if size <= S3_MAX_COPY:
+            result = self.client.copy_object(
+                self.bucket, key, CopySource(self.bucket, staging, version_id=staging_version),
+                retention=retention)
+        else:
+            result = self.client.compose_object(
+                self.bucket, key,
+                [ComposeSource(self.bucket, staging, version_id=staging_version)],
+                retention=retention)
+        return result.version_id
+
+    def _remove_staging(self, staging: str, version_id: str | None) -> None:
+        """Delete the staging VERSION (a plain delete would only add a delete marker).
+        If the store is unreachable now, the object stays for the staging sweep."""
+        with contextlib.suppress(Exception):
+            self.client.remove_object(self.bucket, staging, version_id=version_id)
+
+    def _stat(self, key: str, version_id: str | None = None) -> Any:
+        from minio.error import S3Error
+
+        try:
+            return self.client.stat_object(self.bucket, key, version_id=version_id)
+        except S3Error as e:
+            if e.code in _NOT_THERE:
+                return None
+            raise
+
+    def _extend_retention(self, key: str, version_id: str | None, until: datetime) -> None:
+        from minio.retention import Retention
+
+        try:
+            current = self.client.get_object_retention(self.bucket, key, version_id=version_id)
+        except Exception:  # noqa: BLE001  (no retention yet reads as an error on some servers)
+            current = None
+        if current is not None and current.retain_until_date is not None \
+                and current.retain_until_date >= until:
+            return
+        mode = (current.mode if current is not None and current.mode else self.retention_mode)
+        self.client.set_object_retention(self.bucket, key, Retention(mode, until),
+                                         version_id=version_id)
+
+    # reading ------------------------------------------------------------------
+
+    def open_stream(self, sha256: str) -> Iterator[bytes]:
+        key = key_for(sha256)
+        from minio.error import S3Error
+
+        with self._s3("read the evidence"):  # ObjectMissing is no S3 error: it passes through
+            try:
+                response = self.client.get_object(self.bucket, key)
+            except S3Error as e:
+                if e.code in _NOT_THERE:
+                    raise ObjectMissing(f"The stored bytes of {key} are missing.") from e
+                raise
+        return self._chunks(response)
+
+    def _chunks(self, response: Any) -> Iterator[bytes]:
+        import urllib3
+
+        try:
+            try:
+                yield from response.stream(CHUNK)
+            except (urllib3.exceptions.HTTPError, OSError) as e:
+                raise Unavailable("The evidence store stopped answering while the bytes were "
+                                  "read.") from e
+        finally:
+            response.close()
+            response.release_conn()
+
+    def exists(self, sha256: str) -> bool:
+        with self._s3("look the evidence up"):
+            return self._stat(key_for(sha256)) is not None
+
+    # lock ---------------------------------------------------------------------
+
+    def set_retention(self, sha256: str, until: datetime,
+                      mode: str = DEFAULT_RETENTION_MODE) -> None:
+        from minio.retention import Retention
+
+        _check_mode(mode)
+        with self._s3("set the retention"):
+            self.client.set_object_retention(self.bucket, key_for(sha256),
+                                             Retention(mode, until.astimezone(UTC)))
+
+    def set_legal_hold(self, sha256: str, on: bool) -> None:
+        with self._s3("set the legal hold"):
+            if on:
+                self.client.enable_object_legal_hold(self.bucket, key_for(sha256))
+            else:
+                self.client.disable_object_legal_hold(self.bucket, key_for(sha256))
+
+    def lock_status(self, sha256: str) -> LockStatus:
+        key = key_for(sha256)
+        with self._s3("read the object lock"):
+            try:
+                retention = self.client.get_object_retention(self.bucket, key)
+            except Exception:  # noqa: BLE001
+                retention = None
+            hold = self.client.is_object_legal_hold_enabled(self.bucket, key)
+        return LockStatus(
+            retain_until=retention.retain_until_date if retention is not None else None,
+            mode=retention.mode if retention is not None else None,
+            legal_hold=bool(hold), enforced=True)
+
+
+# --- choosing the backend -----------------------------------------------------------------
+
+def store_from_config(config: Any) -> EvidenceStore:
+    """S3 when S3_ENDPOINT is set, else the local folder (EVIDENCE_DIR)."""
+    if config.get("S3_ENDPOINT"):
+        return S3Store(
+            endpoint=config["S3_ENDPOINT"], access_key=config.get("S3_ACCESS_KEY", ""),
+            secret_key=config.get("S3_SECRET_KEY", ""), bucket=config.get("S3_BUCKET", "evidence"),
+            secure=bool(config.get("S3_SECURE")),
+            retention_days=int(config.get("EVIDENCE_RETENTION_DAYS") or DEFAULT_RETENTION_DAYS),
+            retention_mode=config.get("EVIDENCE_RETENTION_MODE") or DEFAULT_RETENTION_MODE)
+    return LocalFolderStore(
+        config["EVIDENCE_DIR"],
+        retention_days=int(config.get("EVIDENCE_RETENTION_DAYS") or DEFAULT_RETENTION_DAYS),
+        retention_mode=config.get("EVIDENCE_RETENTION_MODE") or DEFAULT_RETENTION_MODE)
+
+
+def get_store() -> EvidenceStore:
+    """The current app's store, built once per app."""
+    from flask import current_app
+
+    store = current_app.extensions.get("evidence_store")
+    if store is None:
+        store = current_app.extensions["evidence_store"] = store_from_config(current_app.config)
+    return store

@@ -1,0 +1,165 @@
+"""Test helpers for entities and links: registration, a case team with every kind of
+reader, entities made through the real service, and a Neo4j address that refuses.
+
+Call inside an app context (the `app` fixture pushes one).
+"""
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+
+from flask import Flask
+from sqlalchemy import func, select
+
+from taskforce.accounts.models import Agency, User
+from taskforce.accounts.permissions import Actor
+from taskforce.extensions import db
+from taskforce.graph import service
+from taskforce.graph.models import CaseEntity, Entity, GraphOutbox, Identifier, Link
+from taskforce.investigations import service as cases
+from tests.factories import make_agency
+from tests.factories_investigations import ensure_registered, make_case, person
+
+
+def ensure_graph_registered(app: Flask) -> None:
+    """Register the investigations and graph blueprints if create_app has not done it."""
+    ensure_registered(app)
+    if "graph" not in app.blueprints:
+        from taskforce import graph
+
+        graph.init_app(app)
+    else:  # the timeline source lives in the service module
+        import taskforce.graph.service  # noqa: F401
+
+
+def closed_bolt_uri() -> str:
+    """A bolt:// address on loopback where nothing listens (connection refused)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"bolt://127.0.0.1:{port}"
+
+
+def count(model) -> int:
+    return db.session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def counts() -> dict[str, int]:
+    return {m.__name__: count(m) for m in (Entity, Identifier, CaseEntity, Link, GraphOutbox)}
+
+
+def pending_outbox() -> list[GraphOutbox]:
+    db.session.expire_all()
+    return list(db.session.scalars(select(GraphOutbox).where(GraphOutbox.processed_at.is_(None))
+                                   .order_by(GraphOutbox.id)))
+
+
+@dataclass
+class Team:
+    """A case and the people around it, one of each kind of reader."""
+
+    case_id: int
+    lead_agency: Agency
+    partner_agency: Agency  # granted read access
+    other_agency: Agency  # not granted
+    lead: tuple[User, Actor]
+    investigator: tuple[User, Actor]  # on the team
+    specialist: tuple[User, Actor]  # victim_specialist on the team
+    partner_specialist: tuple[User, Actor]  # victim_specialist of the granted agency
+    partner_investigator: tuple[User, Actor]  # investigator of the granted agency
+    supervisor: tuple[User, Actor]  # supervisor of the lead agency, not on the team
+    outsider: tuple[User, Actor]  # investigator+supervisor of another agency
+    outsider_specialist: tuple[User, Actor]  # victim_specialist of another agency
+
+
+def make_team(*, title: str = "Operation Kestrel") -> Team:
+    lead_agency = make_agency()
+    partner_agency = make_agency(level="federal")
+    other_agency = make_agency()
+    lead = person(agency=lead_agency)
+    case_id = make_case(lead[1], title=title)
+    investigator = person(agency=lead_agency)
+    specialist = person(agency=lead_agency, roles=("victim_specialist",))
+    cases.add_member(actor=lead[1], case_id=case_id, user_id=investigator[0].id,
+                     case_role="investigator")
+    cases.add_member(actor=lead[1], case_id=case_id, user_id=specialist[0].id,
+                     case_role="victim_specialist")
+    cases.grant_partner(actor=lead[1], case_id=case_id, agency_id=partner_agency.id,
+                        access="read")
+    return Team(
+        case_id=case_id, lead_agency=lead_agency, partner_agency=partner_agency,
+        other_agency=other_agency, lead=lead, investigator=investigator,
+        specialist=specialist,
+        partner_specialist=person(agency=partner_agency, roles=("victim_specialist",)),
+        partner_investigator=person(agency=partner_agency),
+        supervisor=person(agency=lead_agency, roles=("supervisor",)),
+        outsider=person(agency=other_agency, roles=("investigator", "supervisor")),
+        outsider_specialist=person(agency=other_agency, roles=("victim_specialist",)),
+    )
+
+
+def add_phone(actor: Actor, case_id: int, number: str, **kw) -> Entity:
+    return service.add_entity(actor=actor, case_id=case_id, kind="phone",
+                              identifiers=[("phone", number)], **kw)
+
+
+def add_person(actor: Actor, case_id: int, name: str, *, role: str | None = None,
+               dob: str | None = None, identifiers=(), **props) -> Entity:
+    details = {"names": [name], **props}
+    if dob:
+        details["dob"] = dob
+    return service.add_entity(actor=actor, case_id=case_id, kind="person", label=name,
+                              identifiers=list(identifiers), props=details, case_role=role)
+
+
+# A synthetic network (taskforce.graph.synthetic) entered through the real service ---------
+
+_SYNTH_ROLES = {"controller": "suspect", "recruiter": "suspect", "victim": "victim",
+                "buyer": "buyer"}
+_ACCOUNT_KINDS = {"bank_account": "bank_account", "crypto_wallet": "crypto_wallet",
+                  "online_account": "online_account", "email": "email"}
+
+
+def _synthetic_entity(e) -> dict:
+    from taskforce.graph.models import IDENTIFIER_KINDS_BY_ENTITY
+
+    props = e.props
+    if e.kind == "person":
+        kind, label = "person", props["name"]
+        details = {"names": [props["name"]], "dob": props.get("dob")}
+        role = _SYNTH_ROLES.get(props.get("role"))
+    elif e.kind == "account":
+        kind = _ACCOUNT_KINDS[e.identifiers[0][0]]
+        label, details, role = props.get("handle") or e.identifiers[0][1], {}, None
+    elif e.kind == "business":
+        kind, details, role = "organization", {"address": props.get("address")}, None
+        label = props.get("name") or e.id
+    elif e.kind == "location":
+        kind, role = "location", None
+        label = props.get("name") or props.get("address") or e.id
+        details = {"address": props.get("address"), "lat": props.get("lat"),
+                   "lon": props.get("lon")}
+    else:  # phone, vehicle, ad
+        kind, label, details, role = e.kind, "", {}, None
+    allowed = IDENTIFIER_KINDS_BY_ENTITY[kind]
+    return {"kind": kind, "label": str(label)[:200],
+            "identifiers": [(k, v) for k, v in e.identifiers if k in allowed],
+            "props": {k: v for k, v in details.items() if v not in (None, "")},
+            "case_role": role}
+
+
+def load_synthetic(actor: Actor, case_id: int, network) -> dict[str, int]:
+    """Enter every entity and link of a synthetic network into a case, one service call
+    each (as an investigator would); returns synthetic id -> entity id."""
+    ids: dict[str, int] = {}
+    for e in network.entities.values():
+        ids[e.id] = service.add_entity(actor=actor, case_id=case_id,
+                                       **_synthetic_entity(e)).id
+    for link in network.links:
+        p = link.props
+        service.add_link(actor=actor, case_id=case_id, source_id=ids[link.source],
+                         target_id=ids[link.target], type=link.type,
+                         provenance_kind="import", provenance_ref=f"synthetic-{network.seed}",
+                         first_seen=p.get("first_seen"), last_seen=p.get("last_seen"),
+                         count=p.get("count") or 1, amount=p.get("amount"))
+    return ids

@@ -1,1 +1,34 @@
-"""deconfliction: see DESIGN.md; built by its own issue."""
+"""deconfliction: the cross-agency target index, hits and their workflow, and the
+in-app notifications behind the nav badge (DESIGN.md; issue 5).
+
+Importing the package puts its tables in the metadata (create_app imports it);
+`init_app` checks the blind-index key, registers the pages (/deconfliction), the
+JSON API (/api/v1/deconfliction/..., /api/v1/notifications), the `flask
+deconfliction` commands and the daily purge of expired registrations.
+
+Seams for the next steps: operations (event deconfliction) and survivor alerts
+get their own models beside these; both notify through `Notification` (a new
+`kind`) and the same after-commit mail dispatch (service._notify/_dispatch).
+"""
+from __future__ import annotations
+
+from flask import Flask
+
+from taskforce.deconfliction import models  # noqa: F401  (tables in the metadata)
+
+PURGE_EVERY_SECONDS = 24 * 3600.0
+
+
+def init_app(app: Flask) -> None:
+    from taskforce.deconfliction import api, blind, cli, service, tasks, views  # noqa: F401
+
+    blind.keyring(app)  # refuse to start without the key where it is required
+    app.register_blueprint(views.bp)
+    app.register_blueprint(api.bp)
+    app.cli.add_command(cli.deconfliction_cli)
+    celery = app.extensions.get("celery")
+    if celery is not None:
+        schedule = dict(celery.conf.beat_schedule or {})
+        schedule["deconfliction-purge-expired"] = {
+            "task": tasks.purge_expired_registrations.name, "schedule": PURGE_EVERY_SECONDS}
+        celery.conf.beat_schedule = schedule

@@ -31,6 +31,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
+from werkzeug.exceptions import ClientDisconnected
+
 from taskforce.errors import DomainError, Invalid, Unavailable
 
 CHUNK = 8 * 1024 * 1024  # read and hash this much at a time
@@ -49,6 +51,12 @@ class TooLarge(DomainError):
     """More bytes than the configured limit (413)."""
 
     status, code = 413, "too_large"
+
+
+class UploadInterrupted(DomainError):
+    """The input broke off before its end (the client went away): nothing is stored."""
+
+    status, code = 400, "upload_interrupted"
 
 
 class ObjectMissing(Unavailable):
@@ -157,7 +165,13 @@ class HashingReader:
             return b""
         try:
             data = self._source.read(n)
-        except BaseException as e:
+        except (OSError, ClientDisconnected) as e:  # the caller's side broke, not the store
+            err = UploadInterrupted(
+                "The upload broke off before all the bytes arrived "
+                f"({self.size + len(self._pending):,} bytes read); nothing was stored.")
+            self.source_error = err
+            raise err from e
+        except BaseException as e:  # werkzeug's ClientDisconnected (400), 413, ...
             self.source_error = e
             raise
         if not data:

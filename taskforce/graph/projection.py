@@ -219,13 +219,20 @@ def _last_per_id(rows: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, tuple[
 # --------------------------------------------------------------------------- schema
 
 def ensure_schema() -> None:
-    """The uniqueness constraint on ``Entity.id`` and a range index on ``id`` for every
-    relationship type. Idempotent (``IF NOT EXISTS``); waits until they are online."""
+    """The uniqueness constraints on ``Entity.id`` and on ``id`` of every relationship
+    type (each backed by a range index, which every lookup by id uses). Idempotent
+    (``IF NOT EXISTS``); waits until they are online."""
     client.write("CREATE CONSTRAINT entity_id IF NOT EXISTS "
                  "FOR (n:Entity) REQUIRE n.id IS UNIQUE")
+    # A plain index of the same name (an earlier schema) would block the constraint.
+    for row in client.read("SHOW INDEXES YIELD name, owningConstraint "
+                           "WHERE name STARTS WITH 'link_id_' AND owningConstraint IS NULL "
+                           "RETURN name"):
+        if row["name"] in {f"link_id_{t.lower()}" for t in LINK_TYPES}:
+            client.write(f"DROP INDEX {row['name']} IF EXISTS")
     for t in LINK_TYPES:
-        client.write(f"CREATE INDEX link_id_{t.lower()} IF NOT EXISTS "
-                     f"FOR ()-[r:{t}]-() ON (r.id)")
+        client.write(f"CREATE CONSTRAINT link_id_{t.lower()} IF NOT EXISTS "
+                     f"FOR ()-[r:{t}]-() REQUIRE r.id IS UNIQUE")
     client.write("CALL db.awaitIndexes(300)", timeout=None)
 
 
@@ -261,8 +268,11 @@ def _find_links_by_id(var: str = "r", row_var: str = "row") -> str:
     """A ``CALL`` subquery that finds the relationship (of any allowed type) whose id
     is ``row_var.id``: one branch per type, each a seek on that type's id index (an
     untyped ``()-[r {id: ...}]->()`` could use no index). Yields ``var``."""
+    # The hint matters: with a few thousand rows the planner may otherwise pick an
+    # index *scan* of a large type and filter it, once per row.
     branches = " UNION ALL ".join(
-        f"MATCH ()-[x:{t} {{id: {row_var}.id}}]->() RETURN x AS {var}" for t in LINK_TYPES)
+        f"MATCH ()-[x:{t} {{id: {row_var}.id}}]->() USING INDEX x:{t}(id) RETURN x AS {var}"
+        for t in LINK_TYPES)
     return f"CALL ({row_var}) {{ {branches} }}"
 
 
@@ -280,8 +290,14 @@ def upsert_links(rows: list[dict]) -> int:
         by_type[type_].append(row)
     written = 0
     for type_, type_rows in by_type.items():
-        # One transaction per batch: drop a relationship that has this id but another
-        # type or other endpoints (a re-pointed link), then MERGE the current one.
+        # One transaction per batch: (1) drop a relationship that has this id but
+        # another type or other endpoints (a re-pointed link); (2) MERGE the endpoints,
+        # create the relationship unless the id's index finds it, and set its
+        # properties. Every lookup of a link is an index seek on its id, hinted: a
+        # relationship MERGE would instead walk the endpoints' relationships (slow on
+        # a phone with thousands of calls), and the planner, left alone, sometimes
+        # scans a whole index. Safe without MERGE's locks because one writer drains
+        # the outbox, and the uniqueness constraint refuses a duplicate id anyway.
         cypher = (
             "UNWIND $rows AS row "
             f"{_find_links_by_id('old', 'row')} "
@@ -293,7 +309,12 @@ def upsert_links(rows: list[dict]) -> int:
             "UNWIND $rows AS row "
             "MERGE (s:Entity {id: row.source}) "
             "MERGE (t:Entity {id: row.target}) "
-            f"MERGE (s)-[r:{type_} {{id: row.id}}]->(t) "
+            "WITH row, s, t "
+            f"OPTIONAL MATCH ()-[cur:{type_} {{id: row.id}}]->() USING INDEX cur:{type_}(id) "
+            "FOREACH (_ IN CASE WHEN cur IS NULL THEN [1] ELSE [] END | "
+            f"  CREATE (s)-[:{type_} {{id: row.id}}]->(t)) "
+            "WITH row "
+            f"MATCH ()-[r:{type_} {{id: row.id}}]->() USING INDEX r:{type_}(id) "
             "SET r.cases = row.cases, r.first_seen = datetime(row.first_seen), "
             "r.last_seen = datetime(row.last_seen), r.confidence = row.confidence, "
             "r.count = row.count, r.amount = row.amount "

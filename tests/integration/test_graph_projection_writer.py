@@ -91,11 +91,23 @@ def test_schema_is_idempotent_and_complete(graph):
     constraints = client.read("SHOW CONSTRAINTS YIELD name, labelsOrTypes, properties, type")
     assert {"name": "entity_id", "labelsOrTypes": ["Entity"], "properties": ["id"],
             "type": "UNIQUENESS"} in constraints
+    unique = {r["labelsOrTypes"][0] for r in constraints
+              if r["type"] == "RELATIONSHIP_UNIQUENESS" and r["properties"] == ["id"]}
+    assert unique == set(projection.LINK_TYPES)
     indexes = client.read("SHOW INDEXES YIELD labelsOrTypes, properties, entityType, state "
                           "WHERE entityType = 'RELATIONSHIP'")
     indexed = {r["labelsOrTypes"][0] for r in indexes
                if r["properties"] == ["id"] and r["state"] == "ONLINE"}
     assert indexed == set(projection.LINK_TYPES)
+
+
+def test_a_duplicate_link_id_is_refused_by_the_database(graph):
+    import neo4j.exceptions
+
+    projection.upsert_links([{"id": "L", "type": "CALLED", "source": "a", "target": "b"}])
+    with pytest.raises(neo4j.exceptions.ConstraintError):
+        client.write("MATCH (a:Entity {id: 'a'}), (b:Entity {id: 'b'}) "
+                     "CREATE (b)-[:CALLED {id: 'L'}]->(a)")
 
 
 def test_link_lookups_use_the_index(graph):

@@ -14,7 +14,7 @@ from taskforce.audit.models import AuditEvent
 from taskforce.errors import Conflict, Invalid, NotFound
 from taskforce.evidence import service
 from taskforce.evidence.models import CustodyEvent, EvidenceItem
-from taskforce.evidence.storage import LocalFolderStore, get_store, key_for
+from taskforce.evidence.storage import LocalFolderStore, UploadInterrupted, get_store, key_for
 from taskforce.extensions import db
 from taskforce.investigations import service as cases
 from taskforce.investigations import timeline
@@ -139,7 +139,7 @@ def test_expected_hash_that_matches_is_accepted(lead, case_id):
 
 
 def test_stream_failing_midway_leaves_no_record_no_file(lead, case_id):
-    with pytest.raises(ConnectionResetError):
+    with pytest.raises(UploadInterrupted):
         service.ingest(actor=lead[1], case_id=case_id, stream=Exploding(20 * 1024 * 1024),
                        description="dropped upload")
     assert _items() == 0

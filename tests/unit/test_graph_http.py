@@ -375,3 +375,47 @@ def test_cli_rebuild_fails_cleanly_when_neo4j_is_down(app, team, runner):
     assert result.exit_code != 0
     assert "rebuild failed" in result.output and "Traceback" not in result.output
     assert len(pending_outbox()) == 1
+
+
+@pytest.mark.parametrize("payload", [
+    {"kind": 5}, {"kind": ["phone"]}, {"kind": None}, {"kind": "phone", "label": 5},
+    {"kind": "person", "label": "x", "case_role": 5}, {"kind": "phone", "identifiers": [5]},
+    {"kind": "phone", "identifiers": [{"kind": 5, "value": {}}]},
+    {"kind": "phone", "identifiers": [{"kind": "phone", "value": "x" * 2000}]},
+    {"kind": "phone", "identifiers": [{"kind": "PHONE", "value": "\u0000"}]},
+    {"kind": "person", "label": "x", "props": {"dob": 5, "names": 5, "sex": [], "aliases": {}}},
+    {"kind": "vehicle", "label": "x", "props": {"year": "abc", "notes": {"a": 1}}},
+    {"kind": "location", "label": "x", "props": {"lat": "nan", "lon": "inf"}},
+    {"kind": "location", "label": "x", "props": {"lat": True, "lon": 1}},
+    {"kind": "ad", "label": "x", "props": {"posted_on": "2025-13-45"}},
+    [], "just text", {"kind": "phone", "identifiers": [{"kind": "phone"}] * 60},
+])
+def test_odd_entity_json_is_never_a_500(app, team, payload):
+    api = api_caller(app, team.lead[0])
+    before = counts()
+    resp = api.post(f"/api/v1/cases/{team.case_id}/entities", payload)
+    assert resp.status_code in (400, 422), (resp.status_code, resp.json)
+    assert resp.json["error"]["message"]
+    assert counts() == before
+
+
+@pytest.mark.parametrize("payload", [
+    {"source_id": True, "target_id": 1, "type": "CALLED"},
+    {"source_id": 1, "target_id": 2, "type": 5},
+    {"source_id": 1, "target_id": 2, "type": "CALLED", "first_seen": 5},
+    {"source_id": 1, "target_id": 2, "type": "CALLED", "first_seen": "9999-01-01"},
+    {"source_id": 1, "target_id": 2, "type": "CALLED", "amount": 1e30},
+    {"source_id": 1, "target_id": 2, "type": "CALLED", "count": 10**12},
+    {"source_id": 1, "target_id": 2, "type": "CALLED", "provenance_kind": None},
+    {"source_id": 1, "target_id": 2, "type": "CALLED", "provenance_ref": "x" * 100},
+    {"source_id": -1, "target_id": 0, "type": "CALLED"},
+])
+def test_odd_link_json_is_never_a_500(app, team, payload):
+    lead = team.lead[1]
+    add_phone(lead, team.case_id, "312-555-0101")
+    add_phone(lead, team.case_id, "312-555-0102")
+    api = api_caller(app, team.lead[0])
+    before = counts()
+    resp = api.post(f"/api/v1/cases/{team.case_id}/links", payload)
+    assert resp.status_code in (400, 422), (resp.status_code, resp.json)
+    assert counts() == before

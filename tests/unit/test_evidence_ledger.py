@@ -1,0 +1,129 @@
+"""The custody ledger: append-only in the database, and every edit or deletion found."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+
+from taskforce.evidence import ledger, service
+from taskforce.evidence.models import install_custody_append_only, remove_custody_append_only
+from taskforce.extensions import db
+from tests.factories_investigations import make_case, person
+
+
+@pytest.fixture()
+def ev_app(app):
+    from taskforce import evidence
+
+    if "evidence" not in app.blueprints:
+        evidence.init_app(app)
+    return app
+
+
+@pytest.fixture()
+def items(ev_app):
+    """Two items with a few events each: (first, second)."""
+    _, actor = person()
+    case_id = make_case(actor)
+    first = service.ingest(actor=actor, case_id=case_id, stream=io.BytesIO(b"one"),
+                           description="first")
+    second = service.ingest(actor=actor, case_id=case_id, stream=io.BytesIO(b"two"),
+                            description="second")
+    for _ in range(2):
+        service.download(actor=actor, item_id=second.id)
+    service.verify(actor=actor, item_id=second.id)
+    return first, second  # second: COLLECTED RECEIVED ACCESSED ACCESSED VERIFIED
+
+
+def _behind_the_apps_back(*statements: str) -> None:
+    """What someone with database access could do: drop the guard, change, put it back."""
+    with db.engine.begin() as conn:
+        remove_custody_append_only(conn)
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+        install_custody_append_only(conn)
+
+
+def _verify() -> ledger.LedgerResult:
+    db.session.rollback()
+    return service.verify_ledger()
+
+
+def test_intact_ledger_verifies(items):
+    result = _verify()
+    assert result.ok, result.message
+    assert result.items == 2 and result.events == 2 + 5
+
+
+def test_update_and_delete_are_refused_by_the_database(items):
+    first, _ = items
+    with pytest.raises(IntegrityError, match="append-only"):
+        with db.engine.begin() as conn:
+            conn.execute(text("UPDATE custody_events SET reason = 'x' WHERE item_id = :i"),
+                         {"i": first.id})
+    with pytest.raises(IntegrityError, match="append-only"):
+        with db.engine.begin() as conn:
+            conn.execute(text("DELETE FROM custody_events WHERE item_id = :i"), {"i": first.id})
+    assert _verify().ok
+
+
+def test_edited_event_is_named(items):
+    _, second = items
+    _behind_the_apps_back(
+        f"UPDATE custody_events SET username = 'someone_else' "
+        f"WHERE item_id = {second.id} AND seq = 3")
+    result = _verify()
+    assert not result.ok
+    assert (result.item_id, result.item_number, result.seq) == (second.id, second.number, 3)
+    assert "edited" in result.problem
+    assert second.number in result.message and "seq 3" in result.message
+
+
+def test_deleted_event_in_the_middle_is_named(items):
+    _, second = items
+    _behind_the_apps_back(f"DELETE FROM custody_events WHERE item_id = {second.id} AND seq = 2")
+    result = _verify()
+    assert not result.ok and result.item_id == second.id
+    assert result.seq == 3 and "seq 2 missing" in result.problem
+
+
+def test_last_event_deleted_is_found(items):
+    _, second = items
+    _behind_the_apps_back(f"DELETE FROM custody_events WHERE item_id = {second.id} AND seq = 5")
+    result = _verify()
+    assert not result.ok and result.item_id == second.id
+    assert "cut off the end" in result.problem
+
+
+def test_whole_chain_deleted_is_found(items):
+    first, _ = items
+    _behind_the_apps_back(f"DELETE FROM custody_events WHERE item_id = {first.id}")
+    result = _verify()
+    assert not result.ok and result.item_id == first.id
+    assert "no custody events" in result.problem
+
+
+def test_changed_recorded_hash_breaks_the_first_event(items):
+    first, _ = items
+    with db.engine.begin() as conn:  # the item row is not append-only; the chain binds it
+        conn.execute(text("UPDATE evidence_items SET sha256 = :h WHERE id = :i"),
+                     {"h": "f" * 64, "i": first.id})
+    result = _verify()
+    assert not result.ok and result.item_id == first.id and result.seq == 1
+    assert "genesis" in result.problem
+
+
+def test_cli_verify_ledger(ev_app, items):
+    _, second = items
+    runner = ev_app.test_cli_runner()
+    ok = runner.invoke(args=["evidence", "verify-ledger"])
+    assert ok.exit_code == 0, ok.output
+    assert "custody ledger intact: 7 events on 2 items" in ok.output
+    db.session.rollback()
+    _behind_the_apps_back(
+        f"UPDATE custody_events SET place = 'nowhere' WHERE item_id = {second.id} AND seq = 4")
+    broken = runner.invoke(args=["evidence", "verify-ledger"])
+    assert broken.exit_code == 1
+    assert f"BROKEN at item {second.number}" in broken.output and "seq 4" in broken.output

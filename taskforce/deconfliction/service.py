@@ -235,6 +235,8 @@ def register(*, actor: Actor, case_id: Any, identifiers: Any, entity_id: Any = N
                            attempt="deconfliction.register")
     if case.status == "closed":
         raise Conflict("This case is closed; reopen it before registering identifiers.")
+    if isinstance(identifiers, (list, tuple)) and not identifiers:
+        return RegisterResult(registrations=[], created=0, renewed=0, hits=[])  # nothing to do
     errors = _Errors()
     found = _parse_identifiers(errors, identifiers)
     eid = None

@@ -96,6 +96,25 @@ def _ensure_open(case: Case) -> None:
 
 # Input checks -----------------------------------------------------------------------------
 
+def _nul_free(errors: _Errors, name: str, value: Any) -> bool:
+    """PostgreSQL text refuses NUL characters: refuse them as input, before anything else."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            errors.add(name, "Must not contain NUL characters.")
+            return False
+        return True
+    if isinstance(value, Mapping):
+        parts = [(f"{name}.{k}", v) for k, v in value.items()]
+    elif isinstance(value, (list, tuple)):
+        parts = [(f"{name}.{i}", v) for i, v in enumerate(value)]
+    else:
+        return True
+    clean = True
+    for part, v in parts:  # every part, not just up to the first: each is reported
+        clean = _nul_free(errors, part, v) and clean
+    return clean
+
+
 def _identifiers(errors: _Errors, kind: str | None, raw: Any) -> list[idents.Identifier]:
     """Normalize each (kind, value); errors name `identifiers.<i>.kind|value` and give
     the reason InvalidIdentifier gave."""
@@ -390,6 +409,10 @@ def _add_entity(*, actor: Actor, case_id: Any, kind: Any, label: Any, identifier
     case = get_case_or_404(actor=actor, case_id=case_id, action=WRITE, attempt="entity.add")
     _ensure_open(case)
     errors = _Errors()
+    for name, value in (("kind", kind), ("label", label), ("identifiers", identifiers),
+                        ("props", props), ("case_role", case_role)):
+        _nul_free(errors, name, value)
+    errors.raise_if_any()
     if isinstance(kind, str):
         kind = kind.strip().lower()
     kind = errors.choice("kind", kind, ENTITY_KINDS)
@@ -558,6 +581,11 @@ def add_link(*, actor: Actor, case_id: Any, source_id: Any, target_id: Any, type
     case = get_case_or_404(actor=actor, case_id=case_id, action=WRITE, attempt="link.add")
     _ensure_open(case)
     errors = _Errors()
+    for name, value in (("type", type), ("provenance_kind", provenance_kind),
+                        ("provenance_ref", provenance_ref), ("first_seen", first_seen),
+                        ("last_seen", last_seen)):
+        _nul_free(errors, name, value)
+    errors.raise_if_any()
     src = errors.integer("source_id", source_id)
     tgt = errors.integer("target_id", target_id)
     if isinstance(type, str):

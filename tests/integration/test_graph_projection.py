@@ -248,3 +248,17 @@ def test_the_graph_holds_no_survivor_identity(app, team, runner):
         "MATCH (n:Person {survivor: true}) RETURN n.label AS label")}
     assert labels == {s.pseudonym for s in survivors}
     assert ids  # the synthetic network is in the graph too
+
+
+@pytest.mark.parametrize("payload", [
+    {"kind": "phone", "label": "burner\u0000"},
+    {"kind": "person", "label": "x", "props": {"aliases": ["a\u0000"]}},
+    {"kind": "phone", "identifiers": [{"kind": "online_account", "value": "ig:\u0000x"}]},
+])
+def test_bad_input_is_422_on_every_database(app, team, payload):
+    """NUL characters would make PostgreSQL fail the insert (a 500): refused as input."""
+    api = api_caller(app, team.lead[0])
+    resp = api.post(f"/api/v1/cases/{team.case_id}/entities", payload)
+    assert resp.status_code == 422, resp.json
+    assert db.session.query(Entity).count() == 0
+    assert db.session.query(GraphOutbox).count() == 0

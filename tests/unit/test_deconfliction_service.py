@@ -437,3 +437,20 @@ def test_opening_a_hit_marks_its_notifications_read(world, hit):
     mine = service.list_notifications(actor=coord).items
     assert service.mark_notifications_read(actor=b, ids=[n.id for n in mine]) == 0  # not his
     assert service.mark_notifications_read(actor=coord, ids=[n.id for n in mine]) == 1
+
+
+def test_registering_nothing_is_a_no_op(world, mails):
+    result = reg(world, "a", "A")
+    assert (result.registrations, result.hits, result.created) == ([], [], 0)
+
+
+def test_flask_deconfliction_commands(app, world, monkeypatch):
+    start = service.now()
+    reg(world, "a", "A", ("phone", PHONE_A))
+    runner = app.test_cli_runner()
+    out = runner.invoke(args=["deconfliction", "status"])
+    assert out.exit_code == 0, out.output
+    assert "blind index: off" in out.output and "plain live: 1" in out.output
+    monkeypatch.setattr(service, "now", lambda: start + timedelta(days=800))
+    out = runner.invoke(args=["deconfliction", "purge-expired"])
+    assert out.exit_code == 0 and "purged 1 expired registration" in out.output

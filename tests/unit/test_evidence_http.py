@@ -208,7 +208,7 @@ def test_outsider_gets_404_everywhere(ev_app, setup):
 
 
 def test_transfer_and_physical_over_the_api(ev_app, setup):
-    user, actor, case_id, caller = setup
+    _user, actor, case_id, caller = setup
     resp = caller.post(f"/api/v1/cases/{case_id}/evidence/physical",
                        json={"description": "Burner phone", "storage_location": "Locker 3"})
     assert resp.status_code == 201, resp.get_json()
@@ -296,3 +296,24 @@ def test_js_style_upload_with_the_session_and_csrf_header(ev_app):
                                                         "Accept": "application/json"})
     assert resp.status_code == 201, resp.get_json()
     assert _items() == 1
+
+
+def test_every_evidence_endpoint_has_a_rule_and_refuses_anonymous(ev_app):
+    """The permission matrix, for our endpoints (until create_app registers them)."""
+    from taskforce.accounts.permissions import rule_for
+
+    client = ev_app.test_client()
+    seen = 0
+    for rule in ev_app.url_map.iter_rules():
+        if not rule.endpoint.startswith(("evidence.", "evidence_api.")):
+            continue
+        with ev_app.test_request_context():
+            assert rule_for(rule.endpoint) is not None, rule.endpoint
+        url = re.sub(r"<int:\w+>", "1", rule.rule)
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            resp = client.open(url, method=method, headers={"Accept": "application/json"},
+                               data=b"x" if method == "POST" else None,
+                               content_type=RAW if method == "POST" else None)
+            assert resp.status_code == 401, f"{method} {url}"
+            seen += 1
+    assert seen >= 12

@@ -59,13 +59,11 @@ def test_intact_ledger_verifies(items):
 
 def test_update_and_delete_are_refused_by_the_database(items):
     first, _ = items
-    with pytest.raises(IntegrityError, match="append-only"):
-        with db.engine.begin() as conn:
-            conn.execute(text("UPDATE custody_events SET reason = 'x' WHERE item_id = :i"),
-                         {"i": first.id})
-    with pytest.raises(IntegrityError, match="append-only"):
-        with db.engine.begin() as conn:
-            conn.execute(text("DELETE FROM custody_events WHERE item_id = :i"), {"i": first.id})
+    with pytest.raises(IntegrityError, match="append-only"), db.engine.begin() as conn:
+        conn.execute(text("UPDATE custody_events SET reason = 'x' WHERE item_id = :i"),
+                     {"i": first.id})
+    with pytest.raises(IntegrityError, match="append-only"), db.engine.begin() as conn:
+        conn.execute(text("DELETE FROM custody_events WHERE item_id = :i"), {"i": first.id})
     assert _verify().ok
 
 

@@ -389,6 +389,8 @@ def test_cli_rebuild_fails_cleanly_when_neo4j_is_down(app, team, runner):
     {"kind": "location", "label": "x", "props": {"lat": True, "lon": 1}},
     {"kind": "ad", "label": "x", "props": {"posted_on": "2025-13-45"}},
     [], "just text", {"kind": "phone", "identifiers": [{"kind": "phone"}] * 60},
+    {"kind": "phone", "label": "a\u0000b"}, {"kind": "phone", "label": "x",
+                                              "props": {"notes": "\u0000"}},
 ])
 def test_odd_entity_json_is_never_a_500(app, team, payload):
     api = api_caller(app, team.lead[0])

@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""Evidence ingest: a large file through the HTTP API into S3, against baselines.
+
+    python bench/bench_evidence_ingest.py                 # 1 GiB, 3 runs each
+    python bench/bench_evidence_ingest.py --size 5G --runs 1
+
+Everything runs here, in the same run, on the same S3 server (versitygw
+started by scripts/services.py, bucket with object lock):
+
+* ours      POST /api/v1/cases/<id>/evidence with the file as the raw body,
+            to the app served by werkzeug in a process of its own: streamed
+            into S3 (multipart to a staging key, then the server-side copy to
+            the content key), SHA-256 and MD5 in the same pass, the record and
+            its custody events committed. The peak RSS of that process is read
+            from /proc (VmHWM).
+* baseline  minio-py `fput_object` of the same file into the same bucket, same
+            part size: no hashing of ours, no database, no HTTP hop. The bound
+            this machine sets; `ratio` is ours over it (greater is better).
+* naive     hash the file (SHA-256 and MD5), then `fput_object` it
+            (`ratio_vs_naive`).
+* sha256sum the coreutils tool's speed on the file, for reference.
+
+Each run of ours changes the file's first bytes, so every upload is new
+content (a repeat of the same bytes would be deduplicated and skip the copy).
+Writes bench/results/evidence_ingest[_<size>].json.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import http.client
+import json
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from scripts import services  # noqa: E402
+
+CHUNK = 8 * 1024 * 1024
+PART = 16 * 1024 * 1024
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1024, "M": 1024**2, "G": 1024**3}
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    if text and text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return str(n)
+
+
+# --- the app, in a process of its own -------------------------------------------------------
+
+def serve(info_path: str, port: int) -> None:
+    from werkzeug.serving import make_server
+
+    from taskforce import create_app
+    from taskforce.accounts import service as accounts
+    from taskforce.accounts.permissions import Actor
+    from taskforce.extensions import db
+    from taskforce.investigations import service as cases
+
+    app = create_app()
+    if "evidence" not in app.blueprints:
+        from taskforce import evidence
+
+        evidence.init_app(app)
+    with app.app_context():
+        db.create_all()
+        console = Actor.system("bench")
+        agency = accounts.create_agency(actor=console, name="Bench Agency", level="state",
+                                        ori="TX0000001")
+        user, _ = accounts.create_user(actor=console, username="bench", full_name="Bench User",
+                                       email="bench@example.gov", agency_id=agency.id,
+                                       roles=["investigator"],
+                                       password="correct horse " + secrets.token_hex(8) + " staple")
+        accounts.enrol_for_console(actor=console, user_id=user.id)
+        actor = Actor.for_user(user)
+        _, token = accounts.create_token(actor=actor, name="bench", scope="write",
+                                         expires_in_days=1)
+        case = cases.open_case(actor=actor, title="Bench", offences=["sex_trafficking"])
+        Path(info_path).write_text(json.dumps({"token": token, "case_id": case.id}))
+    server = make_server("127.0.0.1", port, app, threaded=True)
+    server.serve_forever()
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+# --- the runs -----------------------------------------------------------------------------
+
+def make_file(path: Path, size: int) -> None:
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(CHUNK, left)
+            f.write(os.urandom(n))
+            left -= n
+
+
+def renew(path: Path) -> None:
+    """New content for the next run: 32 fresh bytes at the start."""
+    with open(path, "r+b") as f:
+        f.write(secrets.token_bytes(32))
+
+
+def upload_ours(port: int, token: str, case_id: int, path: Path) -> tuple[float, dict]:
+    size = path.stat().st_size
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3600, blocksize=1 << 20)
+    t0 = time.perf_counter()
+    with open(path, "rb") as body:
+        conn.request("POST", f"/api/v1/cases/{case_id}/evidence?description=bench&filename="
+                     f"{path.name}", body=body,
+                     headers={"Authorization": f"Bearer {token}", "Content-Length": str(size),
+                              "Content-Type": "application/octet-stream",
+                              "Accept": "application/json"})
+        resp = conn.getresponse()
+        payload = json.loads(resp.read() or b"{}")
+    seconds = time.perf_counter() - t0
+    conn.close()
+    if resp.status != 201:
+        raise SystemExit(f"upload refused: {resp.status} {payload}")
+    return seconds, payload
+
+
+def hash_file(path: Path) -> tuple[str, str]:
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            sha.update(chunk)
+            md5.update(chunk)
+    return sha.hexdigest(), md5.hexdigest()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="1G", help="file size (e.g. 1G, 5G, 256M)")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each way (median taken)")
+    parser.add_argument("--workdir", help="where the file and the S3 data go (default: a temp "
+                                          "folder on the same disk as /tmp)")
+    parser.add_argument("--serve", nargs=2, metavar=("INFO", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve[0], int(args.serve[1]))
+        return 0
+
+    size = parse_size(args.size)
+    base = Path(args.workdir or tempfile.mkdtemp(prefix="bench-evidence-"))
+    base.mkdir(parents=True, exist_ok=True)
+    s3 = services.start_s3(base / "s3")
+    app_proc = None
+    try:
+        data = base / "exhibit.bin"
+        print(f"writing a {human(size)} file to {data}", file=sys.stderr)
+        make_file(data, size)
+
+        t0 = time.perf_counter()
+        subprocess.run(["sha256sum", str(data)], check=True, stdout=subprocess.DEVNULL)
+        sha256sum_s = time.perf_counter() - t0
+
+        port = services.free_port()
+        info = base / "app.json"
+        env = dict(os.environ, TASKFORCE_ENV="test", SECRET_KEY=secrets.token_hex(32),
+                   TASKFORCE_INSTANCE=str(base / "instance"),
+                   DATABASE_URL=f"sqlite:///{base / 'bench.db'}",
+                   EVIDENCE_MAX_BYTES=str(size * 2), **s3.env())
+        app_proc = subprocess.Popen([sys.executable, __file__, "--serve", str(info), str(port)],
+                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while not info.exists():
+            if app_proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the app did not start: {app_proc.stderr.read().decode()[-2000:]}")
+            time.sleep(0.1)
+        time.sleep(0.3)
+        app = json.loads(info.read_text())
+        rss_at_start = peak_rss_mb(app_proc.pid)
+
+        client = s3.client()
+        ours, raw, naive = [], [], []
+        for run in range(args.runs):
+            renew(data)
+            seconds, item = upload_ours(port, app["token"], app["case_id"], data)
+            ours.append(seconds)
+            print(f"ours     run {run + 1}: {seconds:6.2f} s  {size / seconds / 1e6:7.1f} MB/s",
+                  file=sys.stderr)
+            if run == 0:
+                expected = hash_file(data)
+                assert (item["sha256"], item["md5"]) == expected, "recorded hashes differ"
+
+            t0 = time.perf_counter()
+            client.fput_object(s3.bucket, f"bench/raw-{run}", str(data), part_size=PART)
+            raw.append(time.perf_counter() - t0)
+            print(f"raw      run {run + 1}: {raw[-1]:6.2f} s  {size / raw[-1] / 1e6:7.1f} MB/s",
+                  file=sys.stderr)
+
+            t0 = time.perf_counter()
+            hash_file(data)
+            client.fput_object(s3.bucket, f"bench/naive-{run}", str(data), part_size=PART)
+            naive.append(time.perf_counter() - t0)
+            print(f"naive    run {run + 1}: {naive[-1]:6.2f} s  {size / naive[-1] / 1e6:7.1f} MB/s",
+                  file=sys.stderr)
+        rss = peak_rss_mb(app_proc.pid)
+    finally:
+        if app_proc is not None:
+            app_proc.terminate()
+            app_proc.wait(10)
+        s3.stop()
+        if not args.workdir:
+            shutil.rmtree(base, ignore_errors=True)
+
+    def rate(seconds: list[float]) -> dict:
+        p50 = statistics.median(seconds)
+        return {"seconds_p50": round(p50, 3), "seconds": [round(s, 3) for s in seconds],
+                "per_s": round(size / p50), "mb_per_s": round(size / p50 / 1e6, 1)}
+
+    result = {
+        "bench": "evidence_ingest",
+        "n": args.runs,
+        "size_bytes": size,
+        "ours": {**rate(ours), "peak_rss_mb": round(rss, 1),
+                 "rss_at_start_mb": round(rss_at_start, 1),
+                 "what": "HTTP API raw body -> S3 multipart staging + server-side copy, "
+                         "SHA-256+MD5 in the same pass, record committed"},
+        "baseline": {**rate(raw), "what": "minio fput_object, same file, same bucket, "
+                                          f"part size {PART}"},
+        "naive": {**rate(naive), "what": "hashlib SHA-256+MD5 over the file, then fput_object"},
+        "sha256sum": {"seconds": round(sha256sum_s, 3),
+                      "mb_per_s": round(size / sha256sum_s / 1e6, 1)},
+        "ratio": round(statistics.median(raw) / statistics.median(ours), 3),
+        "ratio_vs_naive": round(statistics.median(naive) / statistics.median(ours), 3),
+        "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
+                    "when": datetime.now(UTC).isoformat(timespec="seconds")},
+    }
+    suffix = "" if size == 1024**3 else f"_{args.size.lower()}"
+    out = REPO / "bench" / "results" / f"evidence_ingest{suffix}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"written to {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

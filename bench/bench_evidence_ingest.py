@@ -45,10 +45,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scripts import services  # noqa: E402
+from scripts import services
+from taskforce.evidence.storage import S3_PART_SIZE as PART  # the same parts for all
 
 CHUNK = 8 * 1024 * 1024
-PART = 16 * 1024 * 1024
 
 
 def parse_size(text: str) -> int:

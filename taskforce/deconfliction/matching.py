@@ -373,7 +373,7 @@ def second_degree(probes: Sequence[Probe], *, ring: Keyring, now: datetime) -> l
 
 
 def _registrations_of(strength: dict[int, float], *, ring: Keyring, now: datetime,
-                      GraphIdentifier) -> list[tuple[TargetRegistration, float]]:  # noqa: N803
+                      GraphIdentifier) -> list[tuple[TargetRegistration, float]]:
     """Live registrations naming these entities: by entity id, or by identifier value."""
     ids = sorted(strength)
     out: dict[int, tuple[TargetRegistration, float]] = {}

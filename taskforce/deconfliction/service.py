@@ -66,7 +66,7 @@ from taskforce.deconfliction.models import (
     PersonBlock,
     TargetRegistration,
 )
-from taskforce.errors import Conflict, Forbidden, Invalid, NotFound
+from taskforce.errors import Conflict, Forbidden, NotFound
 from taskforce.extensions import db
 from taskforce.graph import identifiers as idents
 from taskforce.investigations import policy as case_policy
@@ -132,11 +132,18 @@ def _parse_identifiers(errors: _Errors, raw: Any) -> list[idents.Identifier]:
         return []
     out: dict[tuple[str, str], idents.Identifier] = {}
     for i, item in enumerate(items):
-        display = ""
         extra: dict[str, Any] = {}
         if isinstance(item, idents.Identifier):
-            kind, value, display = item.kind, item.value, item.display
-        elif isinstance(item, Mapping):
+            # Already normalized (the graph service's): taken as it is, since an import
+            # may have accepted a merely possible phone number (strict=False).
+            if item.kind not in idents.KINDS or not item.value:
+                errors.add(f"identifiers.{i}", "Not a normalized identifier.")
+            elif item.kind == "person" and not _person_value_ok(item.value):
+                errors.add(f"identifiers.{i}.value", "A person needs a name and a date of birth.")
+            else:
+                out.setdefault(item.key, item)
+            continue
+        if isinstance(item, Mapping):
             kind, value = item.get("kind"), item.get("value")
             extra = {k: item[k] for k in _EXTRA_KEYS if item.get(k) not in (None, "")}
         elif isinstance(item, (tuple, list)) and len(item) == 2:
@@ -157,10 +164,16 @@ def _parse_identifiers(errors: _Errors, raw: Any) -> list[idents.Identifier]:
             field_name = "kind" if "unknown identifier kind" in exc.reason else "value"
             errors.add(f"identifiers.{i}.{field_name}", exc.reason)
             continue
-        if display:
-            ident = idents.Identifier(ident.kind, ident.value, display, ident.details)
         out.setdefault(ident.key, ident)
     return list(out.values())
+
+
+def _person_value_ok(value: str) -> bool:
+    try:
+        tokens, _ = matching.person_parts(value)
+    except ValueError:
+        return False
+    return bool(tokens) and all(tokens)
 
 
 def _text(errors: _Errors, name: str, value: Any, max_len: int) -> str:
@@ -468,8 +481,8 @@ def hit_email(items: Sequence[tuple[str, int]]) -> tuple[str, str]:
                  "Sign in to see whom to contact and to acknowledge it:", hit_url(hit_id)]
     else:
         subject = f"{len(items)} new deconfliction hits"
-        lines = [f"{len(items)} new deconfliction hits concern you. Sign in to see whom to "
-                 "contact and to acknowledge them:", ""]
+        lines = [(f"{len(items)} new deconfliction hits concern you. Sign in to see whom to "
+                  "contact and to acknowledge them:"), ""]
         lines += [f"{number}: {hit_url(hit_id)}" for number, hit_id in items]
     lines += ["", "This message holds no case details, by design."]
     return subject, "\n".join(lines) + "\n"
@@ -501,13 +514,13 @@ def _dispatch(pending: dict[str, Any]) -> None:
         subject, body = hit_email(items)
         try:
             mail.deliver.delay([email], subject, body)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("deconfliction: could not send the hit notice to %s", email)
     reg_ids = sorted(set(pending.get("second_degree") or []))
     if reg_ids:
         try:
             tasks.second_degree_check.delay(reg_ids)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("deconfliction: could not start the second-degree check")
 
 

@@ -23,7 +23,7 @@ def _drain_graph_outbox() -> None:
         from taskforce.graph import outbox
 
         outbox.drain()
-    except Exception:  # noqa: BLE001  (the projection may lag; the check still runs)
+    except Exception:
         log.warning("deconfliction: could not drain the graph outbox first", exc_info=True)
 
 

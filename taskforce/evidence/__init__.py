@@ -13,6 +13,8 @@ from flask import Flask
 
 from taskforce.evidence import models  # noqa: F401  (tables in the metadata)
 
+SWEEP_EVERY_SECONDS = 24 * 3600.0  # the integrity sweep re-hashes every stored object daily
+
 
 def init_app(app: Flask) -> None:
     from taskforce.evidence import api, cli, service, tasks, views  # noqa: F401  (timeline, jobs)
@@ -20,3 +22,9 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
     app.cli.add_command(cli.evidence_cli)
+    celery = app.extensions.get("celery")
+    if celery is not None:
+        schedule = dict(celery.conf.beat_schedule or {})
+        schedule["evidence-integrity-sweep"] = {"task": tasks.integrity_sweep.name,
+                                                "schedule": SWEEP_EVERY_SECONDS}
+        celery.conf.beat_schedule = schedule

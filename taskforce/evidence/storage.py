@@ -37,8 +37,8 @@ from taskforce.errors import DomainError, Invalid, Unavailable
 
 CHUNK = 8 * 1024 * 1024  # read and hash this much at a time
 HEAD_BYTES = 8192  # kept from the start of the stream to detect the content type
-S3_PART_SIZE = 16 * 1024 * 1024  # multipart part size (S3 wants >= 5 MiB)
-S3_PARALLEL_PARTS = 3  # parts in flight at once: memory is about (this + 1) x part size
+S3_PART_SIZE = 8 * 1024 * 1024  # multipart part size (S3 wants >= 5 MiB)
+S3_PARALLEL_PARTS = 3  # parts in flight at once: memory is about (this + 2) x part size
 S3_MAX_COPY = 5 * 1024**3  # CopyObject's limit; larger objects are composed from part copies
 RETENTION_MODES = ("GOVERNANCE", "COMPLIANCE")
 DEFAULT_RETENTION_DAYS = 3650
@@ -143,6 +143,7 @@ class HashingReader:
         self._max = max_bytes
         self._chunk = chunk
         self._pending = b""
+        self._pulled = 0  # bytes taken from the source so far (hashed or not yet)
         self._eof = False
         self.sha256: Any = hashlib.sha256()
         self.md5: Any = hashlib.md5(usedforsecurity=False)
@@ -168,7 +169,7 @@ class HashingReader:
         except (OSError, ClientDisconnected) as e:  # the caller's side broke, not the store
             err = UploadInterrupted(
                 "The upload broke off before all the bytes arrived "
-                f"({self.size + len(self._pending):,} bytes read); nothing was stored.")
+                f"({self._pulled:,} bytes read); nothing was stored.")
             self.source_error = err
             raise err from e
         except BaseException as e:  # werkzeug's ClientDisconnected (400), 413, ...
@@ -180,7 +181,8 @@ class HashingReader:
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError("the evidence stream must return bytes")
         data = bytes(data)
-        if self._max is not None and self.size + len(self._pending) + len(data) > self._max:
+        self._pulled += len(data)
+        if self._max is not None and self._pulled > self._max:
             err = TooLarge(f"The upload is larger than the limit of {self._max:,} bytes.")
             self.source_error = err
             raise err

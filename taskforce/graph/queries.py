@@ -228,50 +228,51 @@ def expand(*, case_ids: list[int], entity_ids: list[str], hops: int = 1,
         where.append("r.first_seen <= $until")
     if min_confidence is not None:
         where.append("r.confidence >= $min_confidence")
-    # One query per hop (a breadth-first search with the frontier in Python): each
-    # entity is expanded once, so the work grows with the neighbourhood, not with the
-    # number of paths through it as a variable-length pattern would.
+    # A breadth-first search in one query, one CALL per hop: each level is expanded
+    # once, so the work grows with the neighbourhood, not with the number of paths
+    # through it (as with a variable-length pattern). Levels before the last are
+    # de-duplicated in Cypher (the next frontier); the last one in Python.
     row_cap = max(20 * limit, 10_000)
-    step = (
-        "UNWIND $frontier AS fid "
-        "MATCH (a:Entity {id: fid}) "
-        f"MATCH (a)-[r{_type_pattern(types)}]-(b:Entity) "
-        f"WHERE {' AND '.join(where)} "
-        f"RETURN a.id AS from, {_edge('r')} AS edge, {_node('b')} AS node "
-        "LIMIT $row_cap"
+    step = (f"UNWIND frontier AS a MATCH (a)-[r{_type_pattern(types)}]-(b:Entity) "
+            f"WHERE {' AND '.join(where)} WITH r, b LIMIT $row_cap "
+            "RETURN collect(r) AS e, collect(DISTINCT b) AS reached, count(*) AS rows")
+    parts = [f"MATCH (s:Entity) WHERE s.id IN $seeds AND {_vis('s')} "
+             "WITH collect(s) AS l0 WITH l0, l0 AS frontier, l0 AS seen"]
+    carried = ["l0"]
+    for d in range(1, hops + 1):
+        parts.append(f"CALL (frontier) {{ {step} }}")
+        carried += [f"e{d}", f"n{d}"]
+        keep_vars = ", ".join(carried[:-2])
+        parts.append(f"WITH {keep_vars + ', ' if keep_vars else ''}seen, e AS e{d}, "
+                     f"rows AS n{d}, reached")
+        if d < hops:
+            parts.append(f"WITH {', '.join(carried)}, seen, "
+                         f"[b IN reached WHERE NOT b IN seen] AS l{d}")
+            carried.append(f"l{d}")
+            parts.append(f"WITH {', '.join(carried)}, l{d} AS frontier, seen + l{d} AS seen")
+    levels = [f"l{d}" for d in range(hops)]
+    parts.append(
+        "RETURN "
+        + ", ".join(f"[n IN {lv} | {_node('n')}] AS {lv}" for lv in levels)
+        + f", [n IN reached | {_node('n')}] AS last, "
+        + " + ".join(f"[x IN e{d} | {_edge('x')}]" for d in range(1, hops + 1)) + " AS edges, "
+        + "[" + ", ".join(f"n{d}" for d in range(1, hops + 1)) + "] AS rows"
     )
-    rows = _read(f"MATCH (n:Entity) WHERE n.id IN $ids AND {_vis('n')} "
-                 f"RETURN {_node('n')} AS node", ids=seeds, case_ids=cases)
-    if not rows:
-        return empty
-    dist: dict[str, int] = {}
-    nodes: dict[str, dict[str, Any]] = {}
-    for r in rows:
-        dist[r["node"]["id"]] = 0
-        nodes[r["node"]["id"]] = _clean(r["node"])
-    edges: dict[str, dict[str, Any]] = {}
-    frontier = sorted(dist)
-    truncated = False
     params = {"case_ids": cases, "seeds": seeds, "since": since_dt, "until": until_dt,
               "min_confidence": min_confidence, "row_cap": row_cap}
-    for d in range(1, hops + 1):
-        if not frontier:
-            break
-        found = _read(step, frontier=frontier, **params)
-        if len(found) >= row_cap:
-            truncated = True
-        nxt = []
-        for rec in found:
-            b = rec["node"]
-            edges[rec["edge"]["id"]] = _clean(rec["edge"])
-            if b["id"] not in dist:
-                dist[b["id"]] = d
-                nodes[b["id"]] = _clean(b)
-                nxt.append(b["id"])
-        frontier = sorted(nxt)
-        if len(dist) > limit * 4:  # far past the limit: no need to walk further
-            truncated = truncated or d < hops
-            break
+    rows = _read(" ".join(parts), **params)
+    if not rows or not rows[0]["l0"]:
+        return empty
+    rec = rows[0]
+    dist: dict[str, int] = {}
+    nodes: dict[str, dict[str, Any]] = {}
+    for d, lv in enumerate([*levels, "last"]):
+        for n in rec[lv]:
+            if n["id"] not in dist:
+                dist[n["id"]] = d if lv != "last" else hops
+                nodes[n["id"]] = _clean(n)
+    edges = {e["id"]: _clean(e) for e in rec["edges"]}
+    truncated = any(n >= row_cap for n in rec["rows"])
     keep = sorted(dist, key=lambda i: (dist[i], i))
     if len(keep) > limit:
         truncated = True

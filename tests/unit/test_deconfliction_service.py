@@ -374,7 +374,7 @@ def test_a_point_of_contact_who_is_not_on_the_case_may_act(world):
 def test_lists_show_each_actor_their_hits_and_coordinators_all(world, hit):
     reg(world, "c", "C", ("email", "boss@example.com"))
     other = reg(world, "a2", "A2", ("email", "boss@example.com")).hits[0]
-    ids = lambda who: [v.hit.id for v in service.list_hits(  # noqa: E731
+    ids = lambda who: [v.hit.id for v in service.list_hits(
         actor=world.people[who].actor).items]
     assert ids("a") == [hit.id]
     assert ids("b") == [hit.id]
@@ -454,3 +454,17 @@ def test_flask_deconfliction_commands(app, world, monkeypatch):
     monkeypatch.setattr(service, "now", lambda: start + timedelta(days=800))
     out = runner.invoke(args=["deconfliction", "purge-expired"])
     assert out.exit_code == 0 and "purged 1 expired registration" in out.output
+
+
+def test_the_graph_services_identifiers_are_taken_as_normalized(world):
+    """The graph passes Identifier objects; a phone an import accepted as merely
+    possible (strict=False) must register, not fail the graph's transaction."""
+    from taskforce.graph.identifiers import Identifier, normalize
+
+    loose = normalize("phone", "+1 999 555 0199", strict=False)
+    person_id = normalize("person", "Jon Smith", dob="1990-04-12")
+    result = reg(world, "a", "A", loose, person_id)
+    assert result.created == 2
+    assert {r.display_hint for r in result.registrations} == {loose.display, person_id.display}
+    with pytest.raises(Invalid):
+        reg(world, "a", "A", Identifier("person", "JON|not-a-date"))

@@ -125,3 +125,21 @@ def test_cli_verify_ledger(ev_app, items):
     broken = runner.invoke(args=["evidence", "verify-ledger"])
     assert broken.exit_code == 1
     assert f"BROKEN at item {second.number}" in broken.output and "seq 4" in broken.output
+
+
+def test_cli_sweep_rehashes_everything_and_fails_on_a_flipped_byte(ev_app, items):
+    from taskforce.evidence.storage import get_store
+
+    first, _ = items
+    runner = ev_app.test_cli_runner()
+    ok = runner.invoke(args=["evidence", "sweep"])
+    assert ok.exit_code == 0, ok.output
+    assert "checked 2, intact 2, failed 0" in ok.output
+    path = get_store().root / first.storage_key
+    path.chmod(0o644)
+    path.write_bytes(b"ONE")
+    bad = runner.invoke(args=["evidence", "sweep"])
+    assert bad.exit_code == 1
+    assert f"INTEGRITY FAILURE {first.number}" in bad.output
+    assert _verify().ok  # the failures were appended to the chains, which stay sound
+    assert ev_app.extensions["celery"].conf.beat_schedule["evidence-integrity-sweep"]

@@ -42,9 +42,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scripts import services  # noqa: E402
-from taskforce import create_app  # noqa: E402
-from taskforce.graph import client, projection, synthetic  # noqa: E402
+from scripts import services
+from taskforce import create_app
+from taskforce.graph import client, projection, synthetic
 
 CASE = 1
 TYPES = {"voice": "CALLED", "sms": "TEXTED"}

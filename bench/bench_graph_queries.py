@@ -51,9 +51,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scripts import services  # noqa: E402
-from taskforce import create_app  # noqa: E402
-from taskforce.graph import client, projection, queries, synthetic  # noqa: E402
+from scripts import services
+from taskforce import create_app
+from taskforce.graph import client, projection, queries, synthetic
 
 ACCOUNT_KINDS = {"bank": "bank_account", "cash_app": "online_account",
                  "crypto": "crypto_wallet", "email": "email"}
@@ -101,7 +101,6 @@ def load(graph: synthetic.LargeGraph) -> dict:
                  "FOR (n:Entity) REQUIRE n.id IS UNIQUE")
     client.write("CALL db.awaitIndexes(300)", timeout=None)
     by_label: dict[str, list[list]] = defaultdict(list)
-    done = 0
 
     def flush_nodes(label: str) -> None:
         client.write(
@@ -117,9 +116,8 @@ def load(graph: synthetic.LargeGraph) -> dict:
                                 e.props.get("role") == "victim", False])
         if len(by_label[label]) >= BATCH:
             flush_nodes(label)
-        done += 1
-        if done % 50_000 == 0:
-            progress("entities", done, graph.n_entities, t0)
+        if (i + 1) % 50_000 == 0:
+            progress("entities", i + 1, graph.n_entities, t0)
     for label in list(by_label):
         flush_nodes(label)
     t_nodes = time.perf_counter()
@@ -135,9 +133,8 @@ def load(graph: synthetic.LargeGraph) -> dict:
             "last_seen: datetime(r[5]), confidence: r[6], count: r[7], amount: r[8]}]->(t)",
             timeout=None, rows=by_type.pop(type_))
 
-    done = 0
     t1 = time.perf_counter()
-    for lk in graph.links():
+    for done, lk in enumerate(graph.links(), 1):
         source_index = int(lk.source[1:])
         by_type[lk.type].append([
             lk.id, lk.source, lk.target, [source_index // block + 1],
@@ -145,7 +142,6 @@ def load(graph: synthetic.LargeGraph) -> dict:
             1.0, lk.props["count"], lk.props["amount"]])
         if len(by_type[lk.type]) >= BATCH:
             flush_links(lk.type)
-        done += 1
         if done % 100_000 == 0:
             progress("links", done, graph.n_links, t1)
     for type_ in list(by_type):

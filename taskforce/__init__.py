@@ -50,7 +50,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     jobs.init_app(app)
 
     # Order matters: who is acting, then may they, then CSRF; audit after.
-    from taskforce import accounts, audit, health, investigations
+    from taskforce import accounts, audit, graph, health, investigations
     from taskforce.accounts import permissions
 
     @app.before_request
@@ -63,6 +63,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     accounts.init_app(app)
     audit.init_app(app)
     investigations.init_app(app)
+    graph.init_app(app)
     health.init_app(app)
     cli.init_app(app)
     for name in ("investigations", "graph", "evidence", "deconfliction", "victims"):

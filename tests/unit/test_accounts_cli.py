@@ -21,7 +21,7 @@ def test_seed_demo_is_idempotent_and_keeps_its_passwords_private(app, runner, cl
     assert first.exit_code == 0, first.output
     path = Path(app.instance_path) / "demo-logins.txt"
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert "flask accounts totp" in first.output
+    assert "flask --app wsgi accounts totp" in first.output
     second = runner.invoke(args=["accounts", "seed-demo"])
     assert second.exit_code == 0, second.output
     assert db.session.scalar(select(func.count(Agency.id))) == 3

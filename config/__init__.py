@@ -45,6 +45,13 @@ SETTINGS: list[Setting] = [
     Setting("S3_SECURE", "S3_SECURE", False, "use TLS to reach S3", _bool),
     Setting("EVIDENCE_DIR", "EVIDENCE_DIR", None,
             "local evidence folder when S3_ENDPOINT is empty; default instance/evidence"),
+    Setting("EVIDENCE_MAX_BYTES", "EVIDENCE_MAX_BYTES", 64 * 1024**3,
+            "largest evidence upload in bytes (other requests keep a 16 MiB limit)", int),
+    Setting("EVIDENCE_RETENTION_DAYS", "EVIDENCE_RETENTION_DAYS", 3650,
+            "object-lock retention set on each stored evidence object (extended, never shortened)",
+            int),
+    Setting("EVIDENCE_RETENTION_MODE", "EVIDENCE_RETENTION_MODE", "GOVERNANCE",
+            "GOVERNANCE (lifted only with the bypass permission) or COMPLIANCE (nobody can)"),
     Setting("CELERY_BROKER_URL", "CELERY_BROKER_URL", "",
             "Redis URL of the Celery broker; empty runs jobs in-process"),
     Setting("CELERY_RESULT_BACKEND", "CELERY_RESULT_BACKEND", "",
@@ -96,6 +103,8 @@ def load(environ: Mapping[str, str] | None = None, *, instance_path: str | Path)
     if not cfg["NEO4J_PASSWORD"]:
         pw_file = instance / "neo4j_password"
         cfg["NEO4J_PASSWORD"] = pw_file.read_text().strip() if pw_file.exists() else ""
+    if cfg["EVIDENCE_RETENTION_MODE"] not in {"GOVERNANCE", "COMPLIANCE"}:
+        raise RuntimeError("EVIDENCE_RETENTION_MODE must be GOVERNANCE or COMPLIANCE")
     if not cfg["CELERY_RESULT_BACKEND"]:
         cfg["CELERY_RESULT_BACKEND"] = cfg["CELERY_BROKER_URL"]
 

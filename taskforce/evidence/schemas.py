@@ -17,7 +17,7 @@ from taskforce.evidence.models import SOURCES
 from taskforce.evidence.service import DESCRIPTION_MAX, NAME_MAX, PLACE_MAX, REASON_MAX
 
 
-class UserRef(Schema):
+class PersonRef(Schema):
     id = Integer()
     username = String()
     full_name = String()
@@ -83,13 +83,13 @@ class ItemOut(Schema):
     original_filename = String(allow_none=True)
     storage_key = String(allow_none=True)
     storage_location = String(allow_none=True)
-    custodian = Nested(UserRef, allow_none=True)
+    custodian = Nested(PersonRef, allow_none=True)
     integrity = String(metadata={"description": "unverified, ok, mismatch or missing"})
     last_verified_at = DateTime(allow_none=True)
     custody_seq = Integer(metadata={"description": "events in the chain"})
     custody_hash = String(allow_none=True, metadata={"description": "hash of the last event"})
     created_at = DateTime()
-    created_by = Nested(UserRef, allow_none=True)
+    created_by = Nested(PersonRef, allow_none=True)
     page_url = Method("_page_url")
     content_url = Method("_content_url")
 

@@ -52,6 +52,16 @@ SETTINGS: list[Setting] = [
             int),
     Setting("EVIDENCE_RETENTION_MODE", "EVIDENCE_RETENTION_MODE", "GOVERNANCE",
             "GOVERNANCE (lifted only with the bypass permission) or COMPLIANCE (nobody can)"),
+    Setting("DECONFLICTION_BLIND_INDEX", "DECONFLICTION_BLIND_INDEX", None,
+            "keep deconfliction identifiers only as HMAC-SHA256 tags; default on in production, "
+            "off otherwise", _bool),
+    Setting("DECONFLICTION_KEY", "DECONFLICTION_KEY", None,
+            "blind index key (32+ random characters); required in production while the blind "
+            "index is on; development and test derive one from SECRET_KEY with HKDF-SHA256"),
+    Setting("DECONFLICTION_TTL_DAYS", "DECONFLICTION_TTL_DAYS", 730,
+            "days a target registration lives (renewable)", int),
+    Setting("TASKFORCE_BASE_URL", "BASE_URL", "http://localhost:5000",
+            "the app's address, for links in emails"),
     Setting("CELERY_BROKER_URL", "CELERY_BROKER_URL", "",
             "Redis URL of the Celery broker; empty runs jobs in-process"),
     Setting("CELERY_RESULT_BACKEND", "CELERY_RESULT_BACKEND", "",
@@ -103,6 +113,11 @@ def load(environ: Mapping[str, str] | None = None, *, instance_path: str | Path)
     if not cfg["NEO4J_PASSWORD"]:
         pw_file = instance / "neo4j_password"
         cfg["NEO4J_PASSWORD"] = pw_file.read_text().strip() if pw_file.exists() else ""
+    if cfg["DECONFLICTION_BLIND_INDEX"] is None:
+        cfg["DECONFLICTION_BLIND_INDEX"] = env_name == "production"
+    if env_name == "production" and cfg["DECONFLICTION_BLIND_INDEX"] \
+            and not cfg["DECONFLICTION_KEY"]:
+        raise RuntimeError("DECONFLICTION_KEY must be set in production while the blind index is on")
     if cfg["EVIDENCE_RETENTION_MODE"] not in {"GOVERNANCE", "COMPLIANCE"}:
         raise RuntimeError("EVIDENCE_RETENTION_MODE must be GOVERNANCE or COMPLIANCE")
     if not cfg["CELERY_RESULT_BACKEND"]:

@@ -50,7 +50,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     jobs.init_app(app)
 
     # Order matters: who is acting, then may they, then CSRF; audit after.
-    from taskforce import accounts, audit, evidence, graph, health, investigations
+    from taskforce import accounts, audit, deconfliction, evidence, graph, health, investigations
     from taskforce.accounts import permissions
 
     @app.before_request
@@ -65,6 +65,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     investigations.init_app(app)
     graph.init_app(app)
     evidence.init_app(app)
+    deconfliction.init_app(app)
     health.init_app(app)
     cli.init_app(app)
     for name in ("investigations", "graph", "evidence", "deconfliction", "victims"):

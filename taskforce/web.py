@@ -11,6 +11,7 @@ bp = Blueprint("web", __name__)
 NAV = [  # (label, endpoint, roles that see it; empty = everyone signed in)
     ("Dashboard", "web.dashboard", ()),
     ("Cases", "investigations.cases", ()),
+    ("Deconfliction", "deconfliction.hits", ()),
     ("Agencies", "accounts.agencies", ("admin",)),
     ("Users", "accounts.users", ("admin", "supervisor")),
     ("Audit", "audit.review", ("admin", "supervisor")),

@@ -29,6 +29,8 @@ from werkzeug.exceptions import UnsupportedMediaType
 from taskforce.accounts.permissions import current_actor, signed_in
 from taskforce.errors import Invalid
 from taskforce.evidence import service
+from taskforce.investigations.policy import WRITE
+from taskforce.investigations.service import get_case_or_404
 from taskforce.evidence.schemas import (
     ItemDetailOut,
     ItemOut,
@@ -88,6 +90,9 @@ def _meta(name: str) -> str | None:
         responses={404: NOT_FOUND, 413: "Too large", 415: "Not application/octet-stream",
                    503: "Evidence store unavailable"})
 def upload(case_id: int):
+    # Access first: a case the caller may not see answers 404 whatever was sent.
+    get_case_or_404(actor=current_actor(), case_id=case_id, action=WRITE,
+                    attempt="evidence.upload")
     if request.mimetype != RAW:
         raise UnsupportedMediaType(
             f"Send the file itself as the request body with Content-Type {RAW} "

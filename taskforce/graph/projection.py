@@ -285,16 +285,11 @@ def upsert_links(rows: list[dict]) -> int:
     written = 0
     for type_, type_rows in by_type.items():
         # One transaction per batch: (1) drop a relationship that has this id but
-        # another type or other endpoints (a re-pointed link); (2) MERGE the endpoints,
-        # create the relationship unless the id's index finds it, and set its
-        # properties. Every lookup of a link is an index seek on its id, hinted: a
-        # relationship MERGE would instead walk the endpoints' relationships (slow on
-        # a phone with thousands of calls), and the planner, left alone, sometimes
-        # scans a whole index. Without MERGE's locks two writers creating the same
-        # new id at once could both create it: the outbox has one drainer at a time,
-        # and parallel bulk writers must split their rows by id. (A relationship
-        # uniqueness constraint would refuse the duplicate, but its locking seeks
-        # made every batch about a third slower.)
+        # another type or other endpoints (a re-pointed link), found by a seek on each
+        # type's id index (hinted: the planner, left alone, has been seen to scan a
+        # whole type's index once per row once the graph grew); (2) MERGE the
+        # endpoints and the relationship (MERGE's locks keep two writers from
+        # creating the same id twice), then set its properties.
         cypher = (
             "UNWIND $rows AS row "
             f"{_find_links_by_id('old', 'row')} "
@@ -306,12 +301,7 @@ def upsert_links(rows: list[dict]) -> int:
             "UNWIND $rows AS row "
             "MERGE (s:Entity {id: row.source}) "
             "MERGE (t:Entity {id: row.target}) "
-            "WITH row, s, t "
-            f"OPTIONAL MATCH ()-[cur:{type_} {{id: row.id}}]->() USING INDEX SEEK cur:{type_}(id) "
-            "FOREACH (_ IN CASE WHEN cur IS NULL THEN [1] ELSE [] END | "
-            f"  CREATE (s)-[:{type_} {{id: row.id}}]->(t)) "
-            "WITH row "
-            f"MATCH ()-[r:{type_} {{id: row.id}}]->() USING INDEX SEEK r:{type_}(id) "
+            f"MERGE (s)-[r:{type_} {{id: row.id}}]->(t) "
             "SET r.cases = row.cases, r.first_seen = datetime(row.first_seen), "
             "r.last_seen = datetime(row.last_seen), r.confidence = row.confidence, "
             "r.count = row.count, r.amount = row.amount "

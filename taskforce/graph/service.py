@@ -478,6 +478,11 @@ def _add_entity(*, actor: Actor, case_id: Any, kind: Any, label: Any, identifier
                           "identifiers_added": len(added_identifiers),
                           "existing": existing is not None, "attached": attached,
                           "changed": changed})
+    if found:  # every identifier entered is checked against every agency, in this transaction
+        from taskforce.deconfliction import service as deconfliction
+
+        deconfliction.register(actor=actor, case_id=case.id, identifiers=found,
+                               entity_id=entity.id, commit=False)
     db.session.commit()
     if changed:
         outbox.request_drain()

@@ -431,9 +431,10 @@ def test_every_change_writes_its_outbox_row_and_the_rows_wait_while_neo4j_is_dow
     rows = pending_outbox()
     assert [(r.op, r.object_id) for r in rows] == [
         ("upsert_entity", a.id), ("upsert_entity", b.id), ("upsert_link", link.id)]
-    # the first write tried to drain in-process, failed fast, and backs off since
+    # the first write tried to drain in-process (and deconfliction's second-degree
+    # check drains before it asks Neo4j), failed fast, and backs off since
     attempts = rows[0].attempts
-    assert attempts == 1 and "ServiceUnavailable" in rows[0].last_error
+    assert attempts >= 1 and "ServiceUnavailable" in rows[0].last_error
     result = outbox.drain()
     assert not result.ok and result.processed == 0 and result.failed == 3
     assert "ServiceUnavailable" in result.error

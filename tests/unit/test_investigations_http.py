@@ -81,6 +81,7 @@ def valid_payload(rule: str, user_id: int, agency_id: int) -> dict:
         "close": {"outcome": "duplicate"},
         "tasks": {"title": "probe"},
         "notes": {"body": "probe"},
+        "physical": {"description": "probe", "storage_location": "probe"},
     }.get(last, {})
 
 

@@ -128,8 +128,8 @@ def _write_demo_file(path: Path, rows: list[tuple[str, str, str, str]]) -> str:
              f"{'username':<18} {'password':<{width}} {'role':<18} agency",
              f"{'-' * 18} {'-' * width} {'-' * 18} {'-' * 30}"]
     lines += [f"{u:<18} {p:<{width}} {r:<18} {a}" for u, p, r, a in rows]
-    lines += ["", "Second factor: `.venv/bin/flask --app wsgi accounts totp <username>` prints "
-              "the current code."]
+    totp = "Second factor: `.venv/bin/flask --app wsgi accounts totp <username>` prints the code."
+    lines += ["", totp]
     text = "\n".join(lines) + "\n"
     path.parent.mkdir(parents=True, exist_ok=True)
     # Create it private from the start rather than chmod after writing.

@@ -29,8 +29,6 @@ from werkzeug.exceptions import UnsupportedMediaType
 from taskforce.accounts.permissions import current_actor, signed_in
 from taskforce.errors import Invalid
 from taskforce.evidence import service
-from taskforce.investigations.policy import WRITE
-from taskforce.investigations.service import get_case_or_404
 from taskforce.evidence.schemas import (
     ItemDetailOut,
     ItemOut,
@@ -39,6 +37,8 @@ from taskforce.evidence.schemas import (
     VerifyOut,
 )
 from taskforce.evidence.storage import DEFAULT_MAX_BYTES
+from taskforce.investigations.policy import WRITE
+from taskforce.investigations.service import get_case_or_404
 
 bp = APIBlueprint("evidence_api", __name__, url_prefix="/api/v1", tag="Evidence")
 

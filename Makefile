@@ -27,7 +27,7 @@ run: services
 	$(FLASK) run --host 127.0.0.1 --port 5000
 
 ## test: every real service started on 127.0.0.1, then the whole suite
-test: services
+test: services lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -185,12 +185,12 @@ def _vis(var: str) -> str:
 
 NAIVE_EXPAND = (
     "MATCH (s:Entity {id: $id}) WHERE " + _vis("s") + " "
-    "MATCH p = (s)-[*1..2]-(x:Entity) "
+    "OPTIONAL MATCH p = (s)-[*1..2]-(x:Entity) "
     "WHERE all(n IN nodes(p) WHERE " + _vis("n") + ") "
     "  AND all(r IN relationships(p) WHERE " + _vis("r") + ") "
-    "UNWIND relationships(p) AS r "
-    "WITH collect(DISTINCT x) + [s] AS ns, collect(DISTINCT r) AS rs "
-    f"RETURN [n IN ns | {queries._node('n')}] AS nodes, "
+    "WITH s, collect(DISTINCT x) AS xs, collect(relationships(p)) AS rls "
+    "WITH s, xs, reduce(acc = [], l IN rls | acc + l) AS rs "
+    f"RETURN [n IN xs + [s] | {queries._node('n')}] AS nodes, "
     f"[r IN rs | {queries._edge('r')}] AS edges"
 )
 # The naive expand without the index: the start looked up by id with no label, so
@@ -211,8 +211,9 @@ def naive_expand(cypher: str, eid: str, cases: list[int]) -> dict:
     rows = client.read(cypher, timeout=600, id=eid, case_ids=cases)
     if not rows:
         return {"nodes": [], "edges": []}
-    return {"nodes": [queries._clean(n) for n in rows[0]["nodes"]],
-            "edges": [queries._clean(e) for e in rows[0]["edges"]]}
+    nodes = {n["id"]: queries._clean(n) for n in rows[0]["nodes"]}
+    edges = {e["id"]: queries._clean(e) for e in rows[0]["edges"]}
+    return {"nodes": list(nodes.values()), "edges": list(edges.values())}
 
 
 def naive_shortest(src: str, dst: str, cases: list[int]) -> dict | None:

@@ -30,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column
 
+from taskforce import append_only
 from taskforce.extensions import db
 
 OUTCOMES = ("success", "denied", "failed", "error")
@@ -99,57 +100,15 @@ def compute_hash(values: Mapping[str, Any]) -> str:
 
 # --- append-only guard --------------------------------------------------------------------
 
-_SQLITE_DDL = (
-    ("CREATE TRIGGER IF NOT EXISTS audit_events_no_update BEFORE UPDATE ON audit_events "
-     "BEGIN SELECT RAISE(ABORT, 'audit_events is append-only: UPDATE refused'); END"),
-    ("CREATE TRIGGER IF NOT EXISTS audit_events_no_delete BEFORE DELETE ON audit_events "
-     "BEGIN SELECT RAISE(ABORT, 'audit_events is append-only: DELETE refused'); END"),
-)
-
-# Statement-level, so it also fires for TRUNCATE and for statements touching no
-# row. SQLSTATE 23001 (restrict_violation) surfaces as an IntegrityError, as
-# SQLite's RAISE(ABORT) does. No '%' in the text: drivers read it as a placeholder.
-_POSTGRES_DDL = (
-    """CREATE OR REPLACE FUNCTION audit_events_refuse_change() RETURNS trigger
-LANGUAGE plpgsql AS $body$
-BEGIN
-    RAISE EXCEPTION USING ERRCODE = 'restrict_violation',
-        MESSAGE = 'audit_events is append-only: ' || TG_OP || ' refused';
-END
-$body$""",
-    "DROP TRIGGER IF EXISTS audit_events_append_only ON audit_events",
-    ("CREATE TRIGGER audit_events_append_only "
-     "BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_events "
-     "FOR EACH STATEMENT EXECUTE FUNCTION audit_events_refuse_change()"),
-)
-
-
 def install_append_only(connection: Connection) -> None:
-    """Make audit_events refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL).
-
-    Idempotent. Runs after `create_all()` creates the table, and is what the
-    Alembic migration calls (`install_append_only(op.get_bind())`).
-    """
-    name = connection.dialect.name
-    if name == "sqlite":
-        statements = _SQLITE_DDL
-    elif name == "postgresql":
-        statements = _POSTGRES_DDL
-    else:
-        raise NotImplementedError(f"no append-only guard for the {name} dialect")
-    for statement in statements:
-        # exec_driver_sql: the text goes to the driver untouched (no bind-parameter parsing).
-        connection.exec_driver_sql(statement)
+    """Make audit_events refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL); the
+    Alembic migration calls it too (`install_append_only(op.get_bind())`)."""
+    append_only.install(connection, "audit_events")
 
 
 def remove_append_only(connection: Connection) -> None:
-    """The inverse, for a migration's downgrade."""
-    if connection.dialect.name == "sqlite":
-        connection.exec_driver_sql("DROP TRIGGER IF EXISTS audit_events_no_update")
-        connection.exec_driver_sql("DROP TRIGGER IF EXISTS audit_events_no_delete")
-    elif connection.dialect.name == "postgresql":
-        connection.exec_driver_sql("DROP TRIGGER IF EXISTS audit_events_append_only ON audit_events")
-        connection.exec_driver_sql("DROP FUNCTION IF EXISTS audit_events_refuse_change()")
+    """The inverse, for a migration's downgrade (and tests that tamper on purpose)."""
+    append_only.remove(connection, "audit_events")
 
 
 @event.listens_for(AuditEvent.__table__, "after_create")

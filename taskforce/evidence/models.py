@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from taskforce import append_only
 from taskforce.accounts.models import User, UtcDateTime, utcnow
 from taskforce.extensions import db
 
@@ -156,56 +157,15 @@ class CustodyEvent(db.Model):
 
 # --- append-only guard --------------------------------------------------------------------
 
-_SQLITE_DDL = (
-    ("CREATE TRIGGER IF NOT EXISTS custody_events_no_update BEFORE UPDATE ON custody_events "
-     "BEGIN SELECT RAISE(ABORT, 'custody_events is append-only: UPDATE refused'); END"),
-    ("CREATE TRIGGER IF NOT EXISTS custody_events_no_delete BEFORE DELETE ON custody_events "
-     "BEGIN SELECT RAISE(ABORT, 'custody_events is append-only: DELETE refused'); END"),
-)
-
-# Statement-level, so it also fires for TRUNCATE; SQLSTATE 23001 surfaces as an
-# IntegrityError, as SQLite's RAISE(ABORT) does. No '%' in the text.
-_POSTGRES_DDL = (
-    """CREATE OR REPLACE FUNCTION custody_events_refuse_change() RETURNS trigger
-LANGUAGE plpgsql AS $body$
-BEGIN
-    RAISE EXCEPTION USING ERRCODE = 'restrict_violation',
-        MESSAGE = 'custody_events is append-only: ' || TG_OP || ' refused';
-END
-$body$""",
-    "DROP TRIGGER IF EXISTS custody_events_append_only ON custody_events",
-    ("CREATE TRIGGER custody_events_append_only "
-     "BEFORE UPDATE OR DELETE OR TRUNCATE ON custody_events "
-     "FOR EACH STATEMENT EXECUTE FUNCTION custody_events_refuse_change()"),
-)
-
-
 def install_custody_append_only(connection: Connection) -> None:
-    """Make custody_events refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL).
-
-    Idempotent. Runs after `create_all()` creates the table, and is what the
-    Alembic migration calls (`install_custody_append_only(op.get_bind())`).
-    """
-    name = connection.dialect.name
-    if name == "sqlite":
-        statements = _SQLITE_DDL
-    elif name == "postgresql":
-        statements = _POSTGRES_DDL
-    else:
-        raise NotImplementedError(f"no append-only guard for the {name} dialect")
-    for statement in statements:
-        connection.exec_driver_sql(statement)
+    """Make custody_events refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL); the
+    Alembic migration calls it too (`install_custody_append_only(op.get_bind())`)."""
+    append_only.install(connection, "custody_events")
 
 
 def remove_custody_append_only(connection: Connection) -> None:
-    """The inverse, for a migration's downgrade (and for tests that tamper on purpose)."""
-    if connection.dialect.name == "sqlite":
-        connection.exec_driver_sql("DROP TRIGGER IF EXISTS custody_events_no_update")
-        connection.exec_driver_sql("DROP TRIGGER IF EXISTS custody_events_no_delete")
-    elif connection.dialect.name == "postgresql":
-        connection.exec_driver_sql(
-            "DROP TRIGGER IF EXISTS custody_events_append_only ON custody_events")
-        connection.exec_driver_sql("DROP FUNCTION IF EXISTS custody_events_refuse_change()")
+    """The inverse, for a migration's downgrade (and tests that tamper on purpose)."""
+    append_only.remove(connection, "custody_events")
 
 
 @event.listens_for(CustodyEvent.__table__, "after_create")

@@ -34,7 +34,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check taskforce config scripts tests
 
 bench: services
-	@for b in bench/bench_*.py; do [ -e "$$b" ] && $(BIN)/python $$b || true; done
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 clean:
 	-$(BIN)/python scripts/services.py stop --dev

@@ -71,7 +71,9 @@ from taskforce.extensions import db
 from taskforce.graph import identifiers as idents
 from taskforce.investigations import policy as case_policy
 from taskforce.investigations.models import Case
-from taskforce.investigations.service import WRITE, _as_id, _Errors, get_case_or_404
+from taskforce.investigations.service import WRITE, get_case_or_404
+from taskforce.validation import FieldErrors as _Errors
+from taskforce.validation import as_id as _as_id
 
 log = logging.getLogger(__name__)
 

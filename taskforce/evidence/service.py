@@ -49,6 +49,7 @@ from taskforce.investigations.models import Case
 from taskforce.investigations.policy import READ, WRITE
 from taskforce.investigations.service import get_case_or_404
 from taskforce.investigations.timeline import TimelineEvent, timeline_source
+from taskforce.validation import FieldErrors
 
 DESCRIPTION_MAX = 4000
 NAME_MAX = 200
@@ -67,17 +68,9 @@ def now() -> datetime:
 
 # --- validation ---------------------------------------------------------------------------
 
-class _Errors:
-    def __init__(self) -> None:
-        self.fields: dict[str, list[str]] = {}
-
-    def add(self, name: str, message: str) -> None:
-        self.fields.setdefault(name, []).append(message)
-
-    def raise_if_any(self) -> None:
-        if self.fields:
-            raise Invalid("Some fields are invalid: " + ", ".join(sorted(self.fields)),
-                          fields=dict(self.fields))
+class _Errors(FieldErrors):
+    """Evidence metadata: text is optional unless said, NULs are dropped (a
+    device's export carries them), and a missing choice takes its default."""
 
     def text(self, name: str, value: Any, *, max_len: int, required: bool = False) -> str:
         if value is None:
@@ -92,7 +85,8 @@ class _Errors:
             self.add(name, f"At most {max_len} characters.")
         return value
 
-    def choice(self, name: str, value: Any, choices: dict[str, str], default: str) -> str:
+    def choice(self, name: str, value: Any, choices: dict[str, str],  # type: ignore[override]
+               default: str) -> str:
         if value in (None, ""):
             return default
         if value not in choices:

@@ -52,14 +52,9 @@ from taskforce.graph.models import (
 from taskforce.investigations import policy as case_policy
 from taskforce.investigations import timeline as timeline_registry
 from taskforce.investigations.models import Case, Note
-from taskforce.investigations.service import (
-    READ,
-    WRITE,
-    _as_id,
-    _Errors,
-    get_case_or_404,
-    now,
-)
+from taskforce.investigations.service import READ, WRITE, get_case_or_404, now
+from taskforce.validation import FieldErrors as _Errors
+from taskforce.validation import as_id as _as_id
 
 __all__ = [
     "CaseLinks",

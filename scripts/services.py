@@ -700,6 +700,12 @@ def _neo4j_login_http(http_port: int, user: str, password: str) -> bool:
     return True
 
 
+def neo4j_password() -> str:
+    """A random password that neo4j-admin's command line cannot mistake for an
+    option: token_urlsafe may begin with '-' (1 time in 64), so prefix letters."""
+    return "tf" + secrets.token_urlsafe(18)
+
+
 def start_neo4j(workdir: Path | str, *, password: str | None = None, bolt_port: int | None = None,
                 http_port: int | None = None, heap: str = "512m", pagecache: str = "256m",
                 throwaway: bool = True, detach: bool = False, timeout: float = 120) -> Neo4jHandle:
@@ -710,7 +716,7 @@ def start_neo4j(workdir: Path | str, *, password: str | None = None, bolt_port: 
     workdir = Path(workdir).resolve()
     home = install_neo4j()
     java = ensure_java()
-    password = password or secrets.token_urlsafe(18)
+    password = password or neo4j_password()
     bolt_port = bolt_port or free_port()
     http_port = http_port or free_port()
     conf_dir = workdir / "conf"
@@ -1095,7 +1101,7 @@ def start_dev(timeout: float = 180) -> dict[str, Any]:
         stop_dev()
     p["instance"].mkdir(parents=True, exist_ok=True)
     if not p["password"].exists():
-        p["password"].write_text(secrets.token_urlsafe(18) + "\n")
+        p["password"].write_text(neo4j_password() + "\n")
         p["password"].chmod(0o600)
     password = p["password"].read_text().strip()
     bolt = 7687 if port_is_free(7687) else free_port()

@@ -9,10 +9,15 @@ started by scripts/services.py, bucket with object lock):
 
 * ours      POST /api/v1/cases/<id>/evidence with the file as the raw body,
             to the app served by werkzeug in a process of its own: streamed
-            into S3 (multipart to a staging key, then the server-side copy to
-            the content key), SHA-256 and MD5 in the same pass, the record and
-            its custody events committed. The peak RSS of that process is read
-            from /proc (VmHWM).
+            into S3 (multipart to a blob key of its own, parts in flight while
+            the next is read and hashed; then a small locked pointer under the
+            content key: no server-side copy), SHA-256 and MD5 in the same
+            pass, the record and its custody events committed. The peak RSS of
+            that process is read from /proc (VmHWM).
+* ours with the client's hash   the same with X-Content-SHA256 sent (hashed
+            before the clock starts, as a forensic tool's report gives it):
+            multipart straight to the content key, completed once the hash
+            matches (`ours_client_hash`, `ratio_client_hash`).
 * baseline  minio-py `fput_object` of the same file into the same bucket, same
             part size: no hashing of ours, no database, no HTTP hop. The bound
             this machine sets; `ratio` is ours over it (greater is better).
@@ -21,7 +26,7 @@ started by scripts/services.py, bucket with object lock):
 * sha256sum the coreutils tool's speed on the file, for reference.
 
 Each run of ours changes the file's first bytes, so every upload is new
-content (a repeat of the same bytes would be deduplicated and skip the copy).
+content (a repeat of the same bytes would be deduplicated: nothing written).
 Writes bench/results/evidence_ingest[_<size>].json.
 """
 from __future__ import annotations
@@ -126,16 +131,18 @@ def renew(path: Path) -> None:
         f.write(secrets.token_bytes(32))
 
 
-def upload_ours(port: int, token: str, case_id: int, path: Path) -> tuple[float, dict]:
+def upload_ours(port: int, token: str, case_id: int, path: Path,
+                sha256: str | None = None) -> tuple[float, dict]:
     size = path.stat().st_size
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3600, blocksize=1 << 20)
+    headers = {"Authorization": f"Bearer {token}", "Content-Length": str(size),
+               "Content-Type": "application/octet-stream", "Accept": "application/json"}
+    if sha256:
+        headers["X-Content-SHA256"] = sha256
     t0 = time.perf_counter()
     with open(path, "rb") as body:
         conn.request("POST", f"/api/v1/cases/{case_id}/evidence?description=bench&filename="
-                     f"{path.name}", body=body,
-                     headers={"Authorization": f"Bearer {token}", "Content-Length": str(size),
-                              "Content-Type": "application/octet-stream",
-                              "Accept": "application/json"})
+                     f"{path.name}", body=body, headers=headers)
         resp = conn.getresponse()
         payload = json.loads(resp.read() or b"{}")
     seconds = time.perf_counter() - t0
@@ -198,7 +205,7 @@ def main() -> int:
         rss_at_start = peak_rss_mb(app_proc.pid)
 
         client = s3.client()
-        ours, raw, naive = [], [], []
+        ours, ours_hash, raw, naive = [], [], [], []
         for run in range(args.runs):
             renew(data)
             seconds, item = upload_ours(port, app["token"], app["case_id"], data)
@@ -208,6 +215,14 @@ def main() -> int:
             if run == 0:
                 expected = hash_file(data)
                 assert (item["sha256"], item["md5"]) == expected, "recorded hashes differ"
+
+            renew(data)
+            known = hash_file(data)[0]  # the client's own hash, before the clock starts
+            seconds, item = upload_ours(port, app["token"], app["case_id"], data, known)
+            assert item["sha256"] == known
+            ours_hash.append(seconds)
+            print(f"ours+sha run {run + 1}: {seconds:6.2f} s  {size / seconds / 1e6:7.1f} MB/s",
+                  file=sys.stderr)
 
             t0 = time.perf_counter()
             client.fput_object(s3.bucket, f"bench/raw-{run}", str(data), part_size=PART)
@@ -241,8 +256,13 @@ def main() -> int:
         "size_bytes": size,
         "ours": {**rate(ours), "peak_rss_mb": round(rss, 1),
                  "rss_at_start_mb": round(rss_at_start, 1),
-                 "what": "HTTP API raw body -> S3 multipart staging + server-side copy, "
-                         "SHA-256+MD5 in the same pass, record committed"},
+                 "rss_growth_mb": round(rss - rss_at_start, 1),  # what the uploads added
+                 "what": "HTTP API raw body -> S3 multipart to a blob key + locked pointer "
+                         "under the content key (no copy), SHA-256+MD5 in the same pass, "
+                         "record committed"},
+        "ours_client_hash": {**rate(ours_hash),
+                             "what": "the same with X-Content-SHA256: multipart straight to "
+                                     "the content key, completed once the hash matches"},
         "baseline": {**rate(raw), "what": "minio fput_object, same file, same bucket, "
                                           f"part size {PART}"},
         "naive": {**rate(naive), "what": "hashlib SHA-256+MD5 over the file, then fput_object"},
@@ -250,6 +270,7 @@ def main() -> int:
                       "mb_per_s": round(size / sha256sum_s / 1e6, 1)},
         "ratio": round(statistics.median(raw) / statistics.median(ours), 3),
         "ratio_vs_naive": round(statistics.median(naive) / statistics.median(ours), 3),
+        "ratio_client_hash": round(statistics.median(raw) / statistics.median(ours_hash), 3),
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
                     "when": datetime.now(UTC).isoformat(timespec="seconds")},
     }

@@ -52,6 +52,14 @@ SETTINGS: list[Setting] = [
             int),
     Setting("EVIDENCE_RETENTION_MODE", "EVIDENCE_RETENTION_MODE", "GOVERNANCE",
             "GOVERNANCE (lifted only with the bypass permission) or COMPLIANCE (nobody can)"),
+    Setting("PACKAGE_SIGNING_KEY_FILE", "PACKAGE_SIGNING_KEY_FILE", None,
+            "PEM file of the task force's Ed25519 key that signs prosecutor package manifests; "
+            "packages are refused in production without it; development and test create "
+            "instance/package_signing_key.pem"),
+    Setting("PACKAGE_BATES_PREFIX", "PACKAGE_BATES_PREFIX", "TF",
+            "prefix of the Bates numbers stamped on every page of a prosecutor package"),
+    Setting("PACKAGE_ACCESS_DAYS", "PACKAGE_ACCESS_DAYS", 30,
+            "default days a prosecutor's read-only access to a package lasts", int),
     Setting("DECONFLICTION_BLIND_INDEX", "DECONFLICTION_BLIND_INDEX", None,
             "keep deconfliction identifiers only as HMAC-SHA256 tags; default on in production, "
             "off otherwise", _bool),
@@ -118,6 +126,9 @@ def load(environ: Mapping[str, str] | None = None, *, instance_path: str | Path)
     if env_name == "production" and cfg["DECONFLICTION_BLIND_INDEX"] \
             and not cfg["DECONFLICTION_KEY"]:
         raise RuntimeError("DECONFLICTION_KEY must be set in production while the blind index is on")
+    if not cfg["PACKAGE_SIGNING_KEY_FILE"] and env_name != "production":
+        # production must name its key (packages refuse to build without one)
+        cfg["PACKAGE_SIGNING_KEY_FILE"] = str(instance / "package_signing_key.pem")
     if cfg["EVIDENCE_RETENTION_MODE"] not in {"GOVERNANCE", "COMPLIANCE"}:
         raise RuntimeError("EVIDENCE_RETENTION_MODE must be GOVERNANCE or COMPLIANCE")
     if not cfg["CELERY_RESULT_BACKEND"]:

@@ -14,6 +14,8 @@ redis      Debian's ``redis-server``
 postgres   Debian's ``postgresql`` (initdb in a throw-away folder)
 smtp       ``aiosmtpd`` (PyPI) delivering into a Maildir that tests read
 chromium   Debian's ``chromium`` + ``chromium-driver`` (installed, not started)
+assets     the pages' JavaScript libraries (Cytoscape.js, Leaflet, Chart.js): ``npm ci``
+           from package-lock.json, copied into taskforce/static/vendor/ (not started)
 =========  ==================================================================
 
 Only the standard library is imported at module level, so ``install`` runs on a
@@ -83,7 +85,8 @@ APT_PACKAGES: dict[str, list[str]] = {
     "postgres": ["postgresql"],
     "chromium": ["chromium", "chromium-driver"],
 }
-SERVICES = ("neo4j", "s3", "redis", "postgres", "smtp", "chromium")
+# "assets" is the front-end libraries from npm (installed, not started).
+SERVICES = ("neo4j", "s3", "redis", "postgres", "smtp", "chromium", "assets")
 STARTABLE = ("neo4j", "s3", "redis", "postgres", "smtp")
 LOOPBACK = "127.0.0.1"
 
@@ -560,6 +563,86 @@ def _postgres_bindir() -> Path:
     return Path(found[-1]).parent
 
 
+# Front-end assets: npm packages whose built files the pages load from
+# /static/vendor/ (the CSP allows no CDN). package-lock.json pins them; npm's
+# download cache sits in <cache>/npm so a second install works offline.
+VENDOR_DIR = REPO / "taskforce" / "static" / "vendor"
+# file in node_modules -> path under static/vendor (a trailing "/" copies a folder)
+VENDOR_FILES: dict[str, str] = {
+    "cytoscape/dist/cytoscape.min.js": "cytoscape/cytoscape.min.js",
+    "cytoscape/LICENSE": "cytoscape/LICENSE",
+    # fcose layout: the UMD builds find each other as globals, loaded in this order
+    "layout-base/layout-base.js": "cytoscape/layout-base.js",
+    "cose-base/cose-base.js": "cytoscape/cose-base.js",
+    "cytoscape-fcose/cytoscape-fcose.js": "cytoscape/cytoscape-fcose.js",
+    "cytoscape-fcose/LICENSE": "cytoscape/LICENSE.fcose",
+    "leaflet/dist/leaflet.js": "leaflet/leaflet.js",
+    "leaflet/dist/leaflet.css": "leaflet/leaflet.css",
+    "leaflet/dist/images/": "leaflet/images/",
+    "leaflet/LICENSE": "leaflet/LICENSE",
+    "chart.js/dist/chart.umd.min.js": "chart.js/chart.umd.min.js",
+    "chart.js/LICENSE.md": "chart.js/LICENSE.md",
+}
+VENDOR_STAMP = ".package-lock.sha256"
+
+
+def _lock_digest() -> str:
+    import hashlib
+
+    return hashlib.sha256((REPO / "package-lock.json").read_bytes()).hexdigest()
+
+
+def assets_installed() -> bool:
+    """static/vendor/ holds every file, copied from the current package-lock.json."""
+    stamp = VENDOR_DIR / VENDOR_STAMP
+    return (stamp.exists() and stamp.read_text().strip() == _lock_digest()
+            and all((VENDOR_DIR / dest).exists() for dest in VENDOR_FILES.values()))
+
+
+def install_assets() -> Path:
+    """npm ci (offline first, from <cache>/npm) and copy the built files into
+    taskforce/static/vendor/; skipped while the copy matches package-lock.json."""
+    if assets_installed():
+        return VENDOR_DIR
+    with _install_lock():
+        if assets_installed():
+            return VENDOR_DIR
+        if shutil.which("npm") is None:
+            ensure_apt(["nodejs", "npm"])
+        npm = shutil.which("npm")
+        if npm is None:
+            raise ServiceError("npm is needed for the pages' JavaScript libraries; not found")
+        npm_cache = cache_dir() / "npm"
+        npm_cache.mkdir(parents=True, exist_ok=True)
+        log("installing the pages' JavaScript libraries (npm ci)")
+        _run([npm, "ci", "--prefer-offline", "--no-audit", "--no-fund", "--ignore-scripts",
+              f"--cache={npm_cache}"], cwd=REPO, quiet=True)
+        _copy_vendor_files(REPO / "node_modules")
+    return VENDOR_DIR
+
+
+def _copy_vendor_files(modules: Path) -> None:
+    # Copy into a scratch folder, then swap: the app never serves a half copy.
+    partial = VENDOR_DIR.with_name("vendor.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for src, dest in VENDOR_FILES.items():
+        source, target = modules / src, partial / dest
+        if not source.exists():
+            raise ServiceError(f"npm ci finished but {source} is missing")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if src.endswith("/"):
+            shutil.copytree(source, target)
+        else:
+            shutil.copyfile(source, target)
+    (partial / VENDOR_STAMP).write_text(_lock_digest() + "\n")
+    old = VENDOR_DIR.with_name("vendor.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if VENDOR_DIR.exists():
+        VENDOR_DIR.rename(old)
+    partial.rename(VENDOR_DIR)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 INSTALLERS: dict[str, Callable[[], object]] = {
     "neo4j": install_neo4j,
     "s3": install_versitygw,
@@ -568,6 +651,7 @@ INSTALLERS: dict[str, Callable[[], object]] = {
     "smtp": install_aiosmtpd,
     # recommends bring the fonts pages are drawn with
     "chromium": lambda: ensure_apt(APT_PACKAGES["chromium"], recommends=True),
+    "assets": install_assets,
 }
 
 
@@ -1161,6 +1245,8 @@ def _installed(name: str) -> bool:
         return versitygw_bin().exists()
     if name == "smtp":
         return importlib.util.find_spec("aiosmtpd") is not None
+    if name == "assets":
+        return assets_installed()
     return all(_dpkg_installed(pkg) for pkg in APT_PACKAGES[name])
 
 

@@ -66,6 +66,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     graph.init_app(app)
     evidence.init_app(app)
     deconfliction.init_app(app)
+    __import__("taskforce.victims", fromlist=["init_app"]).init_app(app)  # survivor alerts
     health.init_app(app)
     cli.init_app(app)
     for name in ("investigations", "graph", "evidence", "deconfliction", "victims"):

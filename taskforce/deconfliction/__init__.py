@@ -6,9 +6,10 @@ Importing the package puts its tables in the metadata (create_app imports it);
 JSON API (/api/v1/deconfliction/..., /api/v1/notifications), the `flask
 deconfliction` commands and the daily purge of expired registrations.
 
-Seams for the next steps: operations (event deconfliction) and survivor alerts
-get their own models beside these; both notify through `Notification` (a new
-`kind`) and the same after-commit mail dispatch (service._notify/_dispatch).
+Operations (event deconfliction, operations.py and geo.py) make hits of kind
+"operation" in the same workflow and notify through the same `Notification` and
+after-commit mail dispatch (service._notify/_dispatch). Survivor alerts can do
+the same with a new notification `kind`.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from flask import Flask
 from taskforce.deconfliction import models  # noqa: F401  (tables in the metadata)
 
 PURGE_EVERY_SECONDS = 24 * 3600.0
+OPERATION_PURGE_EVERY_SECONDS = 3600.0
 
 
 def init_app(app: Flask) -> None:
@@ -31,4 +33,6 @@ def init_app(app: Flask) -> None:
         schedule = dict(celery.conf.beat_schedule or {})
         schedule["deconfliction-purge-expired"] = {
             "task": tasks.purge_expired_registrations.name, "schedule": PURGE_EVERY_SECONDS}
+        schedule["deconfliction-purge-operations"] = {
+            "task": tasks.purge_operations.name, "schedule": OPERATION_PURGE_EVERY_SECONDS}
         celery.conf.beat_schedule = schedule

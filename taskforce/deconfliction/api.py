@@ -9,22 +9,29 @@ from __future__ import annotations
 from apiflask import APIBlueprint
 
 from taskforce.accounts.permissions import current_actor, requires, signed_in
-from taskforce.deconfliction import schemas, service
-from taskforce.deconfliction.policy import CHECK_ROLES
+from taskforce.deconfliction import operations, schemas, service
+from taskforce.deconfliction.policy import CHECK_ROLES, OPERATION_ROLES
 from taskforce.deconfliction.schemas import (
     CheckIn,
     CheckOut,
+    DashboardOut,
     HitListOut,
     HitOut,
     HitQuery,
     MarkedOut,
     NotificationsOut,
     NotificationsReadIn,
+    OperationDetailOut,
+    OperationIn,
+    OperationListOut,
+    OperationOut,
+    OperationQuery,
     RegisterIn,
     RegisterOut,
     RegistrationOut,
     RenewIn,
     ResolveIn,
+    SubmitOut,
 )
 
 bp = APIBlueprint("deconfliction_api", __name__, url_prefix="/api/v1", tag="Deconfliction")
@@ -149,3 +156,73 @@ def mark_read(json_data):
     marked = service.mark_notifications_read(actor=actor, ids=json_data.get("ids"),
                                              all=json_data.get("all", False))
     return {"marked": marked, "unread": service.list_notifications(actor=actor, limit=0).unread}
+
+
+# --------------------------------------------------------------------------- operations
+
+OP_REDACTED = ("A hit shows the other side only by its agency, point of contact, kind of "
+               "operation and time window; never its address, coordinates, name or case.")
+OP_NOT_FOUND = "No such operation, or it is not one of yours"
+
+
+@bp.post("/deconfliction/operations")
+@requires(*OPERATION_ROLES)
+@bp.input(OperationIn)
+@bp.output(SubmitOut, status_code=201)
+@bp.doc(summary="Plan an operation and check it against every other agency's",
+        description="Checked at once against every live operation of every other agency: "
+        "overlapping windows and centres closer than the sum of the radii. Each conflict "
+        "is a hit (kind \"operation\"), notified to both sides and the coordinators at "
+        "once. " + OP_REDACTED,
+        responses={404: "No such case, or it is not shared with you"})
+def submit_operation(json_data):
+    actor = current_actor()
+    result = operations.submit(actor=actor, **json_data)
+    views = service.hit_views(actor=actor, hits=result.hits)
+    return {"operation": schemas.operation_out(result.operation),
+            "hits": [schemas.hit_out(v, actor) for v in views]}, 201
+
+
+@bp.get("/deconfliction/operations")
+@signed_in
+@bp.input(OperationQuery, location="query")
+@bp.output(OperationListOut)
+@bp.doc(summary="Your operations (yours, your cases', or your agency's as a supervisor)")
+def list_operations(query_data):
+    result = operations.list_operations(actor=current_actor(), **query_data)
+    return {"items": [schemas.operation_out(o) for o in result.items], "total": result.total,
+            "page": result.page, "per_page": result.per_page}
+
+
+@bp.get("/deconfliction/operations/<int:operation_id>")
+@signed_in
+@bp.output(OperationDetailOut)
+@bp.doc(summary="One of your operations, with its hits", description=OP_REDACTED,
+        responses={404: OP_NOT_FOUND})
+def get_operation(operation_id: int):
+    actor = current_actor()
+    op = operations.get_operation(actor=actor, operation_id=operation_id)
+    hits = operations.operation_hits(actor=actor, operation=op)
+    return {**schemas.operation_out(op), "hits": [schemas.hit_out(v, actor) for v in hits]}
+
+
+@bp.post("/deconfliction/operations/<int:operation_id>/cancel")
+@signed_in
+@bp.output(OperationOut)
+@bp.doc(summary="Call an operation off (it stops hitting at once)",
+        responses={404: OP_NOT_FOUND, 409: "Already cancelled"})
+def cancel_operation(operation_id: int):
+    return schemas.operation_out(operations.cancel(actor=current_actor(),
+                                                   operation_id=operation_id))
+
+
+@bp.get("/deconfliction/dashboard")
+@requires("coordinator")
+@bp.output(DashboardOut)
+@bp.doc(summary="The coordinator's dashboard figures",
+        description="Open hits by age and agency, live operations of the next 72 hours "
+        "(place, kind, agency, window, point of contact: no address, name or case), and "
+        "week by week: hits by kind, operations and how many hit, target registrations, "
+        "time to acknowledge.")
+def dashboard():
+    return schemas.dashboard_out(operations.dashboard(actor=current_actor()))

@@ -38,3 +38,12 @@ def status() -> None:
         click.echo(f"registrations {scheme} {'live' if live else 'expired'}: {n}{note}")
     for st, n in db.session.execute(select(Hit.status, func.count()).group_by(Hit.status)):
         click.echo(f"hits {st}: {n}")
+
+
+@deconfliction_cli.command("purge-operations")
+def purge_operations() -> None:
+    """Drop the index cells of ended operations and delete those ended 30+ days ago."""
+    from taskforce.deconfliction import operations
+
+    out = operations.purge()
+    click.echo(f"purged {out['cells']} cells and {out['operations']} operations")

@@ -16,6 +16,8 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
+    Boolean,
     CheckConstraint,
     Float,
     ForeignKey,
@@ -35,6 +37,7 @@ HIT_KINDS = {
     "exact": "Exact match",
     "possible": "Possible match (person)",
     "second_degree": "Second-degree (one link away)",
+    "operation": "Operation (same place, same time)",
 }
 HIT_STATUSES = {
     "new": "New",
@@ -52,6 +55,13 @@ RESOLUTIONS = {
 HIT_ACTIONS = ("created", "acknowledged", "coordinating", "resolved")
 NOTIFICATION_KINDS = {
     "hit.new": "New deconfliction hit",
+}
+OPERATION_KINDS = {
+    "search_warrant": "Search warrant",
+    "buy_bust": "Buy-bust",
+    "surveillance": "Surveillance",
+    "undercover_meeting": "Undercover meeting",
+    "rescue_recovery": "Rescue / recovery",
 }
 
 
@@ -167,30 +177,44 @@ class Hit(db.Model):
     a_registration_id: Mapped[int | None] = mapped_column(
         ForeignKey("target_registrations.id", ondelete="SET NULL"))
     a_agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
-    a_case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    a_case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
     a_identifier_kind: Mapped[str] = mapped_column(String(32))
     a_poc_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     a_poc_name: Mapped[str] = mapped_column(String(200))
     a_poc_phone: Mapped[str] = mapped_column(String(40), default="")
     a_poc_email: Mapped[str] = mapped_column(String(254), default="")
     a_acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # Operation hits (kind "operation"): the operation, its kind and its time window;
+    # a_case_id is then the operation's case, if it has one.
+    a_operation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("operations.id", ondelete="SET NULL"), index=True)
+    a_operation_kind: Mapped[str | None] = mapped_column(String(32))
+    a_starts_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    a_ends_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     b_registration_id: Mapped[int | None] = mapped_column(
         ForeignKey("target_registrations.id", ondelete="SET NULL"))
     b_agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
-    b_case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
+    b_case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"))
     b_identifier_kind: Mapped[str] = mapped_column(String(32))
     b_poc_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     b_poc_name: Mapped[str] = mapped_column(String(200))
     b_poc_phone: Mapped[str] = mapped_column(String(40), default="")
     b_poc_email: Mapped[str] = mapped_column(String(254), default="")
     b_acknowledged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    b_operation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("operations.id", ondelete="SET NULL"), index=True)
+    b_operation_kind: Mapped[str | None] = mapped_column(String(32))
+    b_starts_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    b_ends_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     a_agency: Mapped[Agency] = relationship(foreign_keys=[a_agency_id], lazy="joined")
     b_agency: Mapped[Agency] = relationship(foreign_keys=[b_agency_id], lazy="joined")
     # For the access check only (policy.py); never serialized for the other side.
-    a_case: Mapped[Case] = relationship(foreign_keys=[a_case_id])
-    b_case: Mapped[Case] = relationship(foreign_keys=[b_case_id])
+    a_case: Mapped[Case | None] = relationship(foreign_keys=[a_case_id])
+    b_case: Mapped[Case | None] = relationship(foreign_keys=[b_case_id])
+    a_operation: Mapped[Operation | None] = relationship(foreign_keys=[a_operation_id])
+    b_operation: Mapped[Operation | None] = relationship(foreign_keys=[b_operation_id])
     events: Mapped[list[HitEvent]] = relationship(
         back_populates="hit", order_by=lambda: (HitEvent.at, HitEvent.id),
         cascade="all, delete-orphan", passive_deletes=True)
@@ -199,7 +223,8 @@ class Hit(db.Model):
         """One side's snapshot as plain values (name is "a" or "b")."""
         return {key: getattr(self, f"{name}_{key}") for key in (
             "registration_id", "agency_id", "case_id", "identifier_kind", "poc_user_id",
-            "poc_name", "poc_phone", "poc_email", "acknowledged_at")} | {
+            "poc_name", "poc_phone", "poc_email", "acknowledged_at", "operation_id",
+            "operation_kind", "starts_at", "ends_at")} | {
             "agency": getattr(self, f"{name}_agency")}
 
     def __repr__(self) -> str:
@@ -249,3 +274,89 @@ class Notification(db.Model):
     read_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     hit: Mapped[Hit | None] = relationship(lazy="joined")
+
+
+# --------------------------------------------------------------------------- operations
+
+class Operation(db.Model):
+    """A planned operation (event deconfliction): where, how wide, when, by whom.
+
+    The place is coordinates (WGS 84) and a radius; `address` is the text the
+    agency gave with them, for its own people only. Conflicts are found through
+    `operation_cells` (the H3 cells its disc touches), never by a scan. An
+    operation stops hitting at `ends_at` (or when cancelled): its cells are
+    deleted then, the row itself later (service.purge_operations).
+    """
+
+    __tablename__ = "operations"
+    __table_args__ = (
+        CheckConstraint(_in("kind", OPERATION_KINDS), name="kind"),
+        CheckConstraint("ends_at > starts_at", name="window"),
+        CheckConstraint("radius_m > 0", name="radius"),
+        CheckConstraint("latitude BETWEEN -90 AND 90 AND longitude BETWEEN -180 AND 180",
+                        name="coordinates"),
+        Index("ix_operations_agency_starts", "agency_id", "starts_at"),
+        Index("ix_operations_starts_at", "starts_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"), index=True)
+    case_id: Mapped[int | None] = mapped_column(
+        ForeignKey("cases.id", ondelete="SET NULL"), index=True)
+    latitude: Mapped[float] = mapped_column(Float)
+    longitude: Mapped[float] = mapped_column(Float)
+    radius_m: Mapped[int] = mapped_column(Integer)
+    address: Mapped[str] = mapped_column(String(500), default="")
+    starts_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    undercover: Mapped[bool] = mapped_column(Boolean, default=False)
+    poc_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    poc_name: Mapped[str] = mapped_column(String(200))
+    poc_phone: Mapped[str] = mapped_column(String(40), default="")
+    poc_email: Mapped[str] = mapped_column(String(254), default="")
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow, index=True)
+    cancelled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # how many hits it made when submitted (the dashboard's hit rate)
+    hit_count: Mapped[int] = mapped_column(Integer, default=0)
+
+    agency: Mapped[Agency] = relationship(lazy="joined")
+    case: Mapped[Case | None] = relationship()
+    cells: Mapped[list[OperationCell]] = relationship(
+        back_populates="operation", cascade="all, delete-orphan", passive_deletes=True)
+
+    def live_at(self, now: datetime) -> bool:
+        return self.cancelled_at is None and self.ends_at > now
+
+    def __repr__(self) -> str:
+        return f"<Operation {self.id} {self.kind} agency={self.agency_id}>"
+
+
+class OperationCell(db.Model):
+    """One H3 cell (deconfliction.geo.RESOLUTION) that an operation's disc touches,
+    on one UTC day its window touches (geo.days_touched).
+
+    The lookup is `cell IN (the new disc's cells) AND day IN (the new window's
+    days)`: one seek per (cell, day) on a covering index. The window and agency
+    are copied here so the seek needs no join; the exact distance is checked on
+    the few candidates afterwards.
+    """
+
+    __tablename__ = "operation_cells"
+    __table_args__ = (
+        Index("ix_operation_cells_cell_day", "cell", "day", "ends_at", "starts_at",
+              "agency_id", "operation_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    operation_id: Mapped[int] = mapped_column(
+        ForeignKey("operations.id", ondelete="CASCADE"), index=True)
+    cell: Mapped[int] = mapped_column(BigInteger)
+    day: Mapped[int] = mapped_column(Integer)  # UTC days since 1970-01-01
+    starts_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    ends_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    agency_id: Mapped[int] = mapped_column(Integer)
+
+    operation: Mapped[Operation] = relationship(back_populates="cells")

@@ -14,13 +14,20 @@ from __future__ import annotations
 from typing import Any
 
 from apiflask import Schema
-from apiflask.fields import Boolean, DateTime, Float, Integer, List, Nested, String
+from apiflask.fields import Boolean, DateTime, Dict, Float, Integer, List, Nested, Raw, String
 from apiflask.validators import Length, OneOf, Range
 
 from taskforce.accounts.permissions import Actor
 from taskforce.deconfliction import service
 from taskforce.deconfliction.matching import Match
-from taskforce.deconfliction.models import HIT_KINDS, HIT_STATUSES, RESOLUTIONS, Hit, HitEvent
+from taskforce.deconfliction.models import (
+    HIT_KINDS,
+    HIT_STATUSES,
+    OPERATION_KINDS,
+    RESOLUTIONS,
+    Hit,
+    HitEvent,
+)
 from taskforce.graph.identifiers import KINDS
 
 HIT_FILTERS = ["open", *HIT_STATUSES]
@@ -43,10 +50,24 @@ def side_out(view: service.HitView, side: str) -> dict[str, Any]:
         "poc": _poc(s["poc_name"], s["poc_phone"], s["poc_email"]),
         "acknowledged_at": s["acknowledged_at"],
     }
+    if s["operation_kind"]:
+        # an operation hit: the kind and window of each side, never its place or case
+        out["operation_kind"] = s["operation_kind"]
+        out["operation_kind_label"] = OPERATION_KINDS.get(s["operation_kind"], "")
+        out["starts_at"] = s["starts_at"]
+        out["ends_at"] = s["ends_at"]
     if out["mine"]:
         case = hit.a_case if side == "a" else hit.b_case
-        out["case"] = {"id": case.id, "number": case.number}
-        out["identifier"] = view.displays.get(side)
+        if case is not None:
+            out["case"] = {"id": case.id, "number": case.number}
+        if s["operation_kind"]:
+            op = hit.a_operation if side == "a" else hit.b_operation
+            if op is not None:
+                out["operation"] = {"id": op.id, "name": op.name, "address": op.address,
+                                    "latitude": op.latitude, "longitude": op.longitude,
+                                    "radius_m": op.radius_m}
+        else:
+            out["identifier"] = view.displays.get(side)
     return out
 
 
@@ -204,15 +225,30 @@ class CaseRefOut(Schema):
     number = String()
 
 
+class OwnOperationOut(Schema):
+    id = Integer()
+    name = String()
+    address = String()
+    latitude = Float()
+    longitude = Float()
+    radius_m = Integer()
+
+
 class SideOut(Schema):
     side = String()
     mine = Boolean(metadata={"description": "your side: only then case and identifier"})
     agency = String()
-    identifier_kind = String()
+    identifier_kind = String(metadata={"description": "\"operation\" for operation hits"})
     poc = Nested(PocOut)
     acknowledged_at = DateTime(allow_none=True)
     case = Nested(CaseRefOut, metadata={"description": "your side only"})
     identifier = String(allow_none=True, metadata={"description": "your side only"})
+    operation_kind = String(metadata={"description": "operation hits: the kind of operation"})
+    operation_kind_label = String()
+    starts_at = DateTime(metadata={"description": "operation hits: the window's start"})
+    ends_at = DateTime(metadata={"description": "operation hits: the window's end"})
+    operation = Nested(OwnOperationOut, metadata={
+        "description": "operation hits, your side only: where and how wide"})
 
 
 class EventOut(Schema):
@@ -318,3 +354,141 @@ class NotificationsOut(Schema):
 class MarkedOut(Schema):
     marked = Integer()
     unread = Integer()
+
+
+# --------------------------------------------------------------------------- operations
+
+def operation_out(op) -> dict[str, Any]:
+    """An operation, for its own people (policy.operation_access): everything."""
+    return {"id": op.id, "kind": op.kind, "kind_label": OPERATION_KINDS[op.kind],
+            "name": op.name or "", "agency": op.agency.name,
+            "case": ({"id": op.case.id, "number": op.case.number} if op.case is not None
+                     else None),
+            "latitude": op.latitude, "longitude": op.longitude, "radius_m": op.radius_m,
+            "address": op.address or "", "starts_at": op.starts_at, "ends_at": op.ends_at,
+            "undercover": bool(op.undercover),
+            "poc": _poc(op.poc_name, op.poc_phone, op.poc_email),
+            "created_at": op.created_at, "cancelled_at": op.cancelled_at,
+            "hit_count": op.hit_count or 0}
+
+
+class OperationIn(Schema):
+    kind = String(required=True, validate=OneOf(list(OPERATION_KINDS)))
+    latitude = Float(required=True, validate=Range(min=-90, max=90),
+                     metadata={"description": "WGS 84 (no geocoding: give coordinates)"})
+    longitude = Float(required=True, validate=Range(min=-180, max=180))
+    radius_m = Float(required=True, validate=Range(min=10, max=25_000),
+                     metadata={"description": "metres around the point (10 to 25,000)"})
+    starts_at = String(required=True, metadata={
+        "description": "ISO 8601 with a time zone, e.g. 2026-05-01T21:00:00-05:00"})
+    ends_at = String(required=True, metadata={
+        "description": "ISO 8601 with a time zone; at most 14 days after the start"})
+    case_id = Integer(load_default=None, allow_none=True,
+                      metadata={"description": "the case it belongs to (contribute access)"})
+    name = String(load_default="", validate=Length(max=200),
+                  metadata={"description": "for your own people only"})
+    address = String(load_default="", validate=Length(max=500),
+                     metadata={"description": "the address the coordinates stand for; "
+                                              "your own people only"})
+    undercover = Boolean(load_default=False,
+                         metadata={"description": "undercover officers present"})
+    poc = Nested(PocIn, load_default=None, allow_none=True,
+                 metadata={"description": "point of contact; default: you"})
+
+
+class OperationQuery(Schema):
+    when = String(load_default="upcoming", validate=OneOf(["upcoming", "all"]))
+    page = Integer(load_default=1, validate=Range(min=1))
+    per_page = Integer(load_default=50, validate=Range(min=1, max=200))
+
+
+class OperationOut(Schema):
+    id = Integer()
+    kind = String()
+    kind_label = String()
+    name = String()
+    agency = String()
+    case = Nested(CaseRefOut, allow_none=True)
+    latitude = Float()
+    longitude = Float()
+    radius_m = Integer()
+    address = String()
+    starts_at = DateTime()
+    ends_at = DateTime()
+    undercover = Boolean()
+    poc = Nested(PocOut)
+    created_at = DateTime()
+    cancelled_at = DateTime(allow_none=True)
+    hit_count = Integer(metadata={"description": "conflicts found with it"})
+
+
+class OperationItemOut(OperationOut):
+    """An operation in a list (its own name in the OpenAPI description)."""
+
+
+class OperationListOut(Schema):
+    items = List(Nested(OperationItemOut))
+    total = Integer()
+    page = Integer()
+    per_page = Integer()
+
+
+class SubmitOut(Schema):
+    operation = Nested(OperationOut)
+    hits = List(Nested(HitItemOut))
+
+
+class OperationDetailOut(OperationOut):
+    hits = List(Nested(HitItemOut))
+
+
+class UpcomingOut(Schema):
+    id = Integer()
+    kind = String()
+    kind_label = String()
+    agency = String()
+    latitude = Float()
+    longitude = Float()
+    radius_m = Integer()
+    starts_at = DateTime()
+    ends_at = DateTime()
+    undercover = Boolean()
+    poc = Nested(PocOut)
+    in_conflict = Boolean(metadata={"description": "in an open operation hit"})
+
+
+class AgencyAgeOut(Schema):
+    agency = String()
+    under_1d = Integer()
+    _1_7d = Integer(data_key="1_7d")
+    _7_30d = Integer(data_key="7_30d")
+    over_30d = Integer()
+    total = Integer()
+
+
+class WeekOut(Schema):
+    week = String(metadata={"description": "the Monday the week starts (UTC)"})
+    hits = Dict(keys=String(), values=Integer())
+    operations = Integer()
+    operations_hit = Integer()
+    registrations = Integer()
+    operation_hit_rate = Float(allow_none=True)
+    target_hits_per_1000 = Float(allow_none=True)
+    ack_median_hours = Float(allow_none=True)
+    ack_p90_hours = Float(allow_none=True)
+
+
+class DashboardOut(Schema):
+    at = DateTime()
+    open_total = Integer()
+    open_by_agency = List(Nested(AgencyAgeOut))
+    upcoming = List(Nested(UpcomingOut))
+    weeks = List(Nested(WeekOut))
+    totals = Dict(keys=String(), values=Raw(allow_none=True))
+
+
+def dashboard_out(d) -> dict[str, Any]:
+    return {"at": d.at, "open_total": d.open_total,
+            "open_by_agency": [{**row, "_1_7d": row["1_7d"], "_7_30d": row["7_30d"]}
+                               for row in d.open_by_agency],
+            "upcoming": d.upcoming, "weeks": d.weeks, "totals": d.totals}

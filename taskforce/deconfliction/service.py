@@ -441,9 +441,14 @@ def _coordinators() -> list[User]:
         .order_by(User.id)).unique())
 
 
-def _notify(hits: Sequence[Hit], *, at: datetime) -> None:
-    """In-app notifications now (same transaction); mail queued for after the commit."""
+def _notify(hits: Sequence[Hit], *, at: datetime,
+            also: Mapping[int, Iterable[int]] | None = None) -> None:
+    """In-app notifications now (same transaction); mail queued for after the commit.
+    `also` names more users per hit id (an operation's planner besides its contact)."""
     coordinators = _coordinators()
+    extra_ids = {uid for uids in (also or {}).values() for uid in uids}
+    extra = {u.id: u for u in db.session.scalars(select(User).where(
+        User.id.in_(sorted(extra_ids)), User.active.is_(True)))} if extra_ids else {}
     mails: dict[str, list[tuple[str, int]]] = defaultdict(list)
     for hit in hits:
         users: dict[int, None] = {}
@@ -455,7 +460,8 @@ def _notify(hits: Sequence[Hit], *, at: datetime) -> None:
             email = getattr(hit, f"{side}_poc_email")
             if email:
                 emails[email.lower()] = None
-        for user in coordinators:
+        for user in [*coordinators, *(extra[u] for u in (also or {}).get(hit.id, ())
+                                      if u in extra)]:
             users[user.id] = None
             if user.email:
                 emails[user.email.lower()] = None

@@ -47,3 +47,11 @@ def purge_expired_registrations() -> int:
     from taskforce.deconfliction import service
 
     return service.purge_expired()
+
+
+@job(ignore_result=True)
+def purge_operations() -> dict:
+    """Hourly: ended operations stop costing index rows; old ones go entirely."""
+    from taskforce.deconfliction import operations
+
+    return operations.purge()

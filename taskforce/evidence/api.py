@@ -26,14 +26,30 @@ from apiflask import APIBlueprint
 from flask import Response, current_app, request
 from werkzeug.exceptions import UnsupportedMediaType
 
-from taskforce.accounts.permissions import current_actor, signed_in
+from taskforce.accounts.permissions import current_actor, requires, signed_in
 from taskforce.errors import Invalid
-from taskforce.evidence import service
+from taskforce.evidence import packages, service
 from taskforce.evidence.schemas import (
+    CheckInIn,
+    CheckOutIn,
+    DecisionIn,
+    DisposeIn,
+    GrantIn,
+    GrantOut,
     ItemDetailOut,
     ItemOut,
+    LegalHoldOut,
+    PackageIn,
+    PackageOut,
     PhysicalIn,
+    ReasonIn,
+    ReleaseIn,
+    SealIn,
+    SurvivorFlagIn,
+    SurvivorReleaseIn,
+    SurvivorReleaseOut,
     TransferIn,
+    TransferOut,
     VerifyOut,
 )
 from taskforce.evidence.storage import DEFAULT_MAX_BYTES
@@ -148,13 +164,241 @@ def download(item_id: int):
 @bp.post("/evidence/<int:item_id>/transfer")
 @signed_in
 @bp.input(TransferIn)
-@bp.output(ItemDetailOut)
-@bp.doc(summary="Transfer custody to another person who may see the case",
-        responses={404: NOT_FOUND})
+@bp.output(TransferOut, status_code=202)
+@bp.doc(summary="Hand custody to another person who may see the case",
+        description="The hand-over waits for the receiver to accept it "
+                    "(POST /custody-transfers/<id>/accept); TRANSFERRED is appended then.",
+        responses={404: NOT_FOUND, 403: "Neither the custodian nor a manager of the case",
+                   409: "Another hand-over waits, or the item cannot move now"})
 def transfer(item_id: int, json_data):
+    return service.transfer(actor=current_actor(), item_id=item_id, **json_data), 202
+
+
+@bp.post("/evidence/<int:item_id>/transfer/cancel")
+@signed_in
+@bp.output(TransferOut)
+@bp.doc(summary="Withdraw a hand-over not yet accepted", responses={404: NOT_FOUND})
+def cancel_transfer(item_id: int):
+    return service.cancel_transfer(actor=current_actor(), item_id=item_id)
+
+
+@bp.get("/custody-transfers")
+@signed_in
+@bp.output(TransferOut(many=True))
+@bp.doc(summary="Hand-overs waiting for you to accept or refuse")
+def incoming_transfers():
+    return service.incoming_transfers(actor=current_actor())
+
+
+@bp.post("/custody-transfers/<int:transfer_id>/accept")
+@signed_in
+@bp.input(DecisionIn)
+@bp.output(ItemDetailOut)
+@bp.doc(summary="Accept a hand-over: you become the custodian (appends TRANSFERRED)",
+        responses={404: "No such hand-over waiting for you", 409: "Already decided"})
+def accept_transfer(transfer_id: int, json_data):
     actor = current_actor()
-    service.transfer(actor=actor, item_id=item_id, **json_data)
+    event = service.accept_transfer(actor=actor, transfer_id=transfer_id, **json_data)
+    return service.get_item(actor=actor, item_id=event.item_id)
+
+
+@bp.post("/custody-transfers/<int:transfer_id>/refuse")
+@signed_in
+@bp.input(DecisionIn)
+@bp.output(TransferOut)
+@bp.doc(summary="Refuse a hand-over (a note saying why is required)",
+        responses={404: "No such hand-over waiting for you", 409: "Already decided"})
+def refuse_transfer(transfer_id: int, json_data):
+    return service.refuse_transfer(actor=current_actor(), transfer_id=transfer_id,
+                                   note=json_data.get("note"))
+
+
+def _lifecycle(fn, item_id: int, json_data):
+    actor = current_actor()
+    fn(actor=actor, item_id=item_id, **json_data)
     return service.get_item(actor=actor, item_id=item_id)
+
+
+@bp.post("/evidence/<int:item_id>/check-out")
+@signed_in
+@bp.input(CheckOutIn)
+@bp.output(ItemDetailOut)
+@bp.doc(summary="Check the item out (to a lab, to court): CHECKED_OUT",
+        responses={404: NOT_FOUND, 409: "Not in a state to be checked out"})
+def check_out(item_id: int, json_data):
+    return _lifecycle(service.check_out, item_id, json_data)
+
+
+@bp.post("/evidence/<int:item_id>/check-in")
+@signed_in
+@bp.input(CheckInIn)
+@bp.output(ItemDetailOut)
+@bp.doc(summary="Check the item back in: CHECKED_IN",
+        responses={404: NOT_FOUND, 409: "Not checked out"})
+def check_in(item_id: int, json_data):
+    return _lifecycle(service.check_in, item_id, json_data)
+
+
+@bp.post("/evidence/<int:item_id>/seal")
+@signed_in
+@bp.input(SealIn)
+@bp.output(ItemDetailOut)
+@bp.doc(summary="Seal the item under a numbered seal: SEALED", responses={404: NOT_FOUND})
+def seal(item_id: int, json_data):
+    return _lifecycle(service.seal, item_id, json_data)
+
+
+@bp.post("/evidence/<int:item_id>/release")
+@signed_in
+@bp.input(ReleaseIn)
+@bp.output(ItemDetailOut)
+@bp.doc(summary="Release the item from custody for good (case managers): RELEASED",
+        responses={404: NOT_FOUND, 403: "Not a manager of the case"})
+def release(item_id: int, json_data):
+    return _lifecycle(service.release, item_id, json_data)
+
+
+@bp.post("/evidence/<int:item_id>/dispose")
+@requires("supervisor")
+@bp.input(DisposeIn)
+@bp.output(ItemDetailOut)
+@bp.doc(summary="Dispose of the item, on a supervisor's authority: DISPOSED",
+        responses={404: NOT_FOUND, 409: "The case is under a legal hold"})
+def dispose(item_id: int, json_data):
+    return _lifecycle(service.dispose, item_id, json_data)
+
+
+@bp.post("/evidence/<int:item_id>/survivor-flag")
+@signed_in
+@bp.input(SurvivorFlagIn)
+@bp.output(ItemOut)
+@bp.doc(summary="Mark (or unmark) an item as identifying a survivor",
+        description="A marked item is withheld from prosecutor packages until a victim "
+                    "specialist releases it. The case team may mark; only a victim "
+                    "specialist or the case lead may unmark.", responses={404: NOT_FOUND})
+def survivor_flag(item_id: int, json_data):
+    return service.flag_survivor_item(actor=current_actor(), item_id=item_id, **json_data)
+
+
+@bp.post("/evidence/<int:item_id>/survivor-release")
+@requires("victim_specialist")
+@bp.input(ReasonIn)
+@bp.output(ItemOut)
+@bp.doc(summary="Release a survivor-identifying item into packages (victim specialists)",
+        responses={404: NOT_FOUND})
+def survivor_release_item(item_id: int, json_data):
+    return service.release_survivor_item(actor=current_actor(), item_id=item_id, **json_data)
+
+
+@bp.post("/cases/<int:case_id>/survivor-releases")
+@requires("victim_specialist")
+@bp.input(SurvivorReleaseIn)
+@bp.output(SurvivorReleaseOut, status_code=201)
+@bp.doc(summary="Release a survivor's identity for this case's packages (victim "
+                "specialists)", responses={404: NOT_FOUND})
+def survivor_release(case_id: int, json_data):
+    return service.release_survivor_identity(actor=current_actor(), case_id=case_id,
+                                             **json_data), 201
+
+
+@bp.post("/cases/<int:case_id>/legal-hold")
+@requires("supervisor")
+@bp.input(ReasonIn)
+@bp.output(LegalHoldOut, status_code=201)
+@bp.doc(summary="Put every item of the case under a legal hold (supervisors)",
+        responses={404: NOT_FOUND, 409: "Already held", 503: "Evidence store unavailable"})
+def set_legal_hold(case_id: int, json_data):
+    return service.set_legal_hold(actor=current_actor(), case_id=case_id, **json_data), 201
+
+
+@bp.post("/cases/<int:case_id>/legal-hold/clear")
+@requires("supervisor")
+@bp.input(ReasonIn)
+@bp.output(LegalHoldOut)
+@bp.doc(summary="Clear the case's legal hold (supervisors)",
+        responses={404: NOT_FOUND, 409: "Not held", 503: "Evidence store unavailable"})
+def clear_legal_hold(case_id: int, json_data):
+    return service.clear_legal_hold(actor=current_actor(), case_id=case_id, **json_data)
+
+
+@bp.get("/evidence/<int:item_id>/custody-report")
+@signed_in
+@bp.doc(summary="The item's custody report (PDF; appends ACCESSED)",
+        responses={200: {"description": "application/pdf"}, 404: NOT_FOUND})
+def item_custody_report(item_id: int):
+    return pdf_response(service.item_custody_report(actor=current_actor(), item_id=item_id,
+                                                    place="API"))
+
+
+@bp.get("/cases/<int:case_id>/custody-report")
+@signed_in
+@bp.doc(summary="The custody report of every item of the case (PDF; appends ACCESSED)",
+        responses={200: {"description": "application/pdf"}, 404: NOT_FOUND,
+                   409: "No evidence yet"})
+def case_custody_report(case_id: int):
+    return pdf_response(service.case_custody_report(actor=current_actor(), case_id=case_id,
+                                                    place="API"))
+
+
+@bp.post("/cases/<int:case_id>/packages")
+@signed_in
+@bp.input(PackageIn)
+@bp.output(PackageOut, status_code=202)
+@bp.doc(summary="Build a prosecutor package from items of the case (a background job)",
+        description="Prosecutors on the case and its lead. Poll the package until status is "
+                    "ready, then download content_url.",
+        responses={404: NOT_FOUND, 403: "Neither a prosecutor on the case nor its lead"})
+def request_package(case_id: int, json_data):
+    return packages.request_package(actor=current_actor(), case_id=case_id, **json_data), 202
+
+
+@bp.get("/cases/<int:case_id>/packages")
+@signed_in
+@bp.output(PackageOut(many=True))
+@bp.doc(summary="The case's packages (those shared with you, or all if you manage it)",
+        responses={404: NOT_FOUND})
+def list_packages(case_id: int):
+    return packages.list_packages(actor=current_actor(), case_id=case_id)
+
+
+@bp.get("/packages/<int:package_id>")
+@signed_in
+@bp.output(PackageOut)
+@bp.doc(summary="A package: status, hash, Bates range, items",
+        responses={404: "No such package, or not shared with you"})
+def get_package(package_id: int):
+    return packages.get_package(actor=current_actor(), package_id=package_id).package
+
+
+@bp.get("/packages/<int:package_id>/content")
+@signed_in
+@bp.doc(summary="Download the package ZIP (ACCESSED on each item; audited)",
+        responses={403: "Your access expired", 404: "No such package, or not shared with "
+                   "you", 409: "Not built yet"})
+def download_package(package_id: int):
+    return stream_package(packages.download_package(actor=current_actor(),
+                                                   package_id=package_id, place="API"))
+
+
+@bp.post("/packages/<int:package_id>/grants")
+@signed_in
+@bp.input(GrantIn)
+@bp.output(GrantOut, status_code=201)
+@bp.doc(summary="Give a prosecutor read-only access to the package until a date",
+        responses={404: "No such package", 403: "Not a manager of the case"})
+def grant_package(package_id: int, json_data):
+    return packages.grant_package_access(actor=current_actor(), package_id=package_id,
+                                        **json_data), 201
+
+
+@bp.post("/packages/<int:package_id>/grants/<int:grant_id>/revoke")
+@signed_in
+@bp.output(GrantOut)
+@bp.doc(summary="Withdraw a prosecutor's access to the package",
+        responses={404: "No such package or access"})
+def revoke_package_grant(package_id: int, grant_id: int):
+    return packages.revoke_package_access(actor=current_actor(), package_id=package_id,
+                                         grant_id=grant_id)
 
 
 @bp.post("/evidence/<int:item_id>/verify")
@@ -164,6 +408,22 @@ def transfer(item_id: int, json_data):
         responses={404: NOT_FOUND, 503: "Evidence store unavailable"})
 def verify(item_id: int):
     return service.verify(actor=current_actor(), item_id=item_id)
+
+
+def pdf_response(report: service.Report) -> Response:
+    resp = Response(report.data, mimetype="application/pdf")
+    resp.headers["Content-Disposition"] = f'attachment; filename="{report.filename}"'
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
+
+
+def stream_package(dl: packages.PackageDownload) -> Response:
+    resp = Response(dl.chunks, mimetype="application/zip", direct_passthrough=True)
+    resp.headers["Content-Length"] = str(dl.size)
+    resp.headers["Content-Disposition"] = f'attachment; filename="{dl.filename}"'
+    resp.headers["X-Content-SHA256"] = dl.package.sha256 or ""
+    resp.headers["Cache-Control"] = "no-store"
+    return resp
 
 
 def stream_download(dl: service.Download) -> Response:
@@ -176,3 +436,134 @@ def stream_download(dl: service.Download) -> Response:
     resp.headers["X-Content-SHA256"] = dl.item.sha256 or ""
     resp.headers["X-Evidence-Number"] = dl.item.number
     return resp
+
+
+# --- integrity alerts, extracted text, suggested entities (storage / sweep / text helper) --
+# Their schemas live here (schemas.py is another part's file), plain apiflask Schemas.
+
+from apiflask import Schema as _Schema
+from apiflask.fields import DateTime as _DateTime
+from apiflask.fields import Integer as _Integer
+from apiflask.fields import List as _List
+from apiflask.fields import Nested as _Nested
+from apiflask.fields import String as _String
+
+
+class IntegrityAlertOut(_Schema):
+    id = _Integer()
+    item_id = _Integer()
+    case_id = _Integer()
+    problem = _String()
+    expected_sha256 = _String()
+    actual_sha256 = _String(allow_none=True)
+    detected_at = _DateTime()
+    read_at = _DateTime(allow_none=True)
+
+
+class IntegrityAlertsOut(_Schema):
+    alerts = _List(_Nested(IntegrityAlertOut))
+
+
+@bp.get("/evidence/integrity-alerts")
+@signed_in
+@bp.output(IntegrityAlertsOut)
+@bp.doc(summary="Your integrity alerts",
+        description="Raised by the integrity sweep when an item's stored bytes no longer match "
+                    "their recorded SHA-256 or are missing; addressed to the case lead and the "
+                    "lead agency's supervisors. Listing them marks them read.")
+def integrity_alerts():
+    return {"alerts": service.integrity_alerts(actor=current_actor())}
+
+
+class TextHitOut(_Schema):
+    item_id = _Integer(attribute="item.id")
+    number = _String(attribute="item.number")
+    page_no = _Integer()
+    snippet = _String()
+
+
+class TextSearchOut(_Schema):
+    hits = _List(_Nested(TextHitOut))
+
+
+class SearchQuery(_Schema):
+    q = _String(required=True, metadata={"description": "Words that must all appear on a page"})
+
+
+class SuggestionOut(_Schema):
+    id = _Integer()
+    item_id = _Integer()
+    kind = _String()
+    value = _String()
+    found_as = _String()
+    page_no = _Integer()
+    context = _String()
+    status = _String()
+    entity_id = _Integer(allow_none=True)
+    decided_at = _DateTime(allow_none=True)
+
+
+class PageOut(_Schema):
+    page_no = _Integer()
+    text = _String()
+
+
+class ItemTextOut(_Schema):
+    item_id = _Integer(attribute="item.id")
+    status = _String(attribute="text.status", allow_none=True)
+    reason = _String(attribute="text.reason", allow_none=True)
+    page_count = _Integer(attribute="text.page_count", allow_none=True)
+    metadata = _String(attribute="text.doc_metadata", allow_none=True)
+    pages = _List(_Nested(PageOut))
+    suggestions = _List(_Nested(SuggestionOut))
+
+
+class AcceptIn(_Schema):
+    platform = _String(load_default=None, metadata={"description": "The site, for an ad id"})
+
+
+@bp.get("/cases/<int:case_id>/evidence/search")
+@signed_in
+@bp.input(SearchQuery, location="query")
+@bp.output(TextSearchOut)
+@bp.doc(summary="Search the text of a case's evidence",
+        description="Pages of the case's PDFs whose extracted text holds every word.",
+        responses={404: NOT_FOUND})
+def search_text(case_id: int, query_data):
+    return {"hits": service.search_text(actor=current_actor(), case_id=case_id,
+                                        query=query_data["q"])}
+
+
+@bp.get("/evidence/<int:item_id>/text")
+@signed_in
+@bp.output(ItemTextOut)
+@bp.doc(summary="An item's extracted text and suggested entities",
+        description="status: pending, extracted or not_extracted (then reason says why: "
+                    "encrypted, malformed, over the time or memory bound...).",
+        responses={404: NOT_FOUND})
+def item_text(item_id: int):
+    view = service.item_text(actor=current_actor(), item_id=item_id)
+    return {"item": view.item, "text": view.text, "pages": view.pages,
+            "suggestions": view.suggestions}
+
+
+@bp.post("/evidence/suggestions/<int:suggestion_id>/accept")
+@signed_in
+@bp.input(AcceptIn)
+@bp.output(SuggestionOut)
+@bp.doc(summary="Accept a suggested entity: add it to the case",
+        description="Added through the graph service with a note naming the evidence item "
+                    "and page it was found on. An ad id needs its platform.",
+        responses={404: NOT_FOUND, 409: "Already decided"})
+def accept_suggestion(suggestion_id: int, json_data):
+    return service.decide_suggestion(actor=current_actor(), suggestion_id=suggestion_id,
+                                     accept=True, platform=json_data.get("platform"))
+
+
+@bp.post("/evidence/suggestions/<int:suggestion_id>/dismiss")
+@signed_in
+@bp.output(SuggestionOut)
+@bp.doc(summary="Dismiss a suggested entity", responses={404: NOT_FOUND, 409: "Already decided"})
+def dismiss_suggestion(suggestion_id: int):
+    return service.decide_suggestion(actor=current_actor(), suggestion_id=suggestion_id,
+                                     accept=False)

@@ -17,7 +17,9 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     ForeignKey,
     Integer,
@@ -25,6 +27,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    false,
 )
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -55,6 +58,17 @@ CUSTODY_KINDS = {
 }
 INTEGRITY = {"unverified": "Not re-checked yet", "ok": "Hash verified",
              "mismatch": "HASH MISMATCH", "missing": "BYTES MISSING"}
+# Where an item stands in its custody lifecycle (service.py moves it, with an event each time).
+STATES = {
+    "in_custody": "In custody",
+    "checked_out": "Checked out",
+    "sealed": "Sealed",
+    "released": "Released",
+    "disposed": "Disposed",
+}
+TRANSFER_STATUSES = {"pending": "Waiting for the receiver", "accepted": "Accepted",
+                     "refused": "Refused", "cancelled": "Cancelled"}
+PACKAGE_STATUSES = {"building": "Building", "ready": "Ready", "failed": "Failed"}
 
 # Custody ledgers grow without end: 64-bit keys on PostgreSQL (SQLite only
 # auto-numbers a primary key declared exactly INTEGER).
@@ -84,6 +98,7 @@ class EvidenceItem(db.Model):
         CheckConstraint(_in("integrity", INTEGRITY), name="integrity"),
         CheckConstraint("kind = 'physical' OR (sha256 IS NOT NULL AND size IS NOT NULL)",
                         name="digital_has_bytes"),
+        CheckConstraint(_in("state", STATES), name="state"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -114,6 +129,18 @@ class EvidenceItem(db.Model):
     custody_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    # custody lifecycle (the events say why; these say where it stands now)
+    state: Mapped[str] = mapped_column(String(16), default="in_custody",
+                                       server_default="in_custody")
+    checked_out_to: Mapped[str | None] = mapped_column(String(300))  # e.g. the lab
+    expected_return_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # survivor protection: an item that identifies a survivor is withheld from prosecutor
+    # packages until a victim specialist releases it
+    identifies_survivor: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                      server_default=false())
+    survivor_flagged_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    survivor_released_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    survivor_released_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
     created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
     custodian: Mapped[User | None] = relationship(foreign_keys=[custodian_id])
@@ -123,6 +150,10 @@ class EvidenceItem(db.Model):
     @property
     def is_digital(self) -> bool:
         return self.kind == "digital"
+
+    @property
+    def withheld_from_packages(self) -> bool:
+        return self.identifies_survivor and self.survivor_released_at is None
 
     def __repr__(self) -> str:
         return f"<EvidenceItem {self.number}>"
@@ -155,6 +186,140 @@ class CustodyEvent(db.Model):
         return f"<CustodyEvent item {self.item_id} #{self.seq} {self.kind}>"
 
 
+# --- custody lifecycle, legal holds, survivor releases, prosecutor packages -------------
+
+class CustodyTransfer(db.Model):
+    """A hand-over waiting for (or decided by) the receiver. TRANSFERRED is appended
+    to the ledger only when the receiver accepts: until then the giver holds it."""
+
+    __tablename__ = "custody_transfers"
+    __table_args__ = (CheckConstraint(_in("status", TRANSFER_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("evidence_items.id"), index=True)
+    from_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    to_user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    requested_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    place: Mapped[str] = mapped_column(String(300), default="")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    decision_note: Mapped[str | None] = mapped_column(Text)
+
+    item: Mapped[EvidenceItem] = relationship()
+    from_user: Mapped[User | None] = relationship(foreign_keys=[from_user_id])
+    to_user: Mapped[User] = relationship(foreign_keys=[to_user_id])
+    requested_by: Mapped[User | None] = relationship(foreign_keys=[requested_by_id])
+
+
+class LegalHold(db.Model):
+    """A legal hold on every item of a case, set and cleared by a supervisor. While
+    one is active, disposal is refused; on S3 each object carries an object legal hold."""
+
+    __tablename__ = "evidence_legal_holds"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    reason: Mapped[str] = mapped_column(Text)
+    set_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    set_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    cleared_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    cleared_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    clear_reason: Mapped[str | None] = mapped_column(Text)
+
+    set_by: Mapped[User | None] = relationship(foreign_keys=[set_by_id])
+    cleared_by: Mapped[User | None] = relationship(foreign_keys=[cleared_by_id])
+
+    @property
+    def active(self) -> bool:
+        return self.cleared_at is None
+
+
+class SurvivorRelease(db.Model):
+    """A victim specialist's release of one survivor's identity for prosecutor packages
+    of one case. Without it, packages show the survivor's pseudonym."""
+
+    __tablename__ = "survivor_releases"
+    __table_args__ = (UniqueConstraint("case_id", "entity_id",
+                                       name="survivor_release_case_entity"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    entity_id: Mapped[int] = mapped_column(ForeignKey("entities.id"))
+    reason: Mapped[str] = mapped_column(Text)
+    released_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    released_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+
+
+class Package(db.Model):
+    """A sealed package for prosecutors: a ZIP in the evidence store under its own hash."""
+
+    __tablename__ = "evidence_packages"
+    __table_args__ = (CheckConstraint(_in("status", PACKAGE_STATUSES), name="status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    number: Mapped[str] = mapped_column(String(48), unique=True)  # <case number>-P01
+    title: Mapped[str] = mapped_column(String(200), default="")
+    status: Mapped[str] = mapped_column(String(16), default="building")
+    progress: Mapped[int] = mapped_column(Integer, default=0)  # percent, while building
+    error: Mapped[str | None] = mapped_column(Text)
+    bates_prefix: Mapped[str] = mapped_column(String(24))
+    bates_first: Mapped[int | None] = mapped_column(Integer)
+    bates_last: Mapped[int | None] = mapped_column(Integer)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    md5: Mapped[str | None] = mapped_column(String(32))
+    storage_key: Mapped[str | None] = mapped_column(String(200))
+    key_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    summary: Mapped[dict | None] = mapped_column(JSON)  # files, withheld items, redactions
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
+    entries: Mapped[list[PackageItem]] = relationship(
+        back_populates="package", order_by=lambda: PackageItem.position)
+    grants: Mapped[list[PackageGrant]] = relationship(
+        back_populates="package", order_by=lambda: PackageGrant.id)
+
+
+class PackageItem(db.Model):
+    """An item selected for a package: included, or withheld (and why)."""
+
+    __tablename__ = "evidence_package_items"
+    __table_args__ = (UniqueConstraint("package_id", "item_id", name="package_item_once"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    package_id: Mapped[int] = mapped_column(ForeignKey("evidence_packages.id"), index=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("evidence_items.id"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    withheld: Mapped[bool] = mapped_column(Boolean, default=False)
+    withheld_reason: Mapped[str | None] = mapped_column(Text)
+
+    package: Mapped[Package] = relationship(back_populates="entries")
+    item: Mapped[EvidenceItem] = relationship()
+
+
+class PackageGrant(db.Model):
+    """Read-only access for one prosecutor to one package, until `expires_at`."""
+
+    __tablename__ = "evidence_package_grants"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    package_id: Mapped[int] = mapped_column(ForeignKey("evidence_packages.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    granted_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    granted_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    package: Mapped[Package] = relationship(back_populates="grants")
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
+    granted_by: Mapped[User | None] = relationship(foreign_keys=[granted_by_id])
+
+
 # --- append-only guard --------------------------------------------------------------------
 
 def install_custody_append_only(connection: Connection) -> None:
@@ -177,3 +342,94 @@ def _guard_after_create(target, connection: Connection, **kw) -> None:
 def _unguard_after_drop(target, connection: Connection, **kw) -> None:
     if connection.dialect.name == "postgresql":
         connection.exec_driver_sql("DROP FUNCTION IF EXISTS custody_events_refuse_change()")
+
+
+# --- integrity alerts, extracted text, suggested entities (storage / sweep / text) --------
+
+class IntegrityAlert(db.Model):
+    """The sweep found an item's stored bytes changed or missing: one row per person
+    told (the case lead and the lead agency's supervisors), read in the app; the
+    email they get says only that there is one."""
+
+    __tablename__ = "evidence_integrity_alerts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("evidence_items.id", ondelete="CASCADE"),
+                                         index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    problem: Mapped[str] = mapped_column(Text)
+    expected_sha256: Mapped[str] = mapped_column(String(64))
+    actual_sha256: Mapped[str | None] = mapped_column(String(64))
+    detected_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    read_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    item: Mapped[EvidenceItem] = relationship(foreign_keys=[item_id])
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
+
+
+TEXT_STATUSES = {"pending": "Text extraction waiting", "extracted": "Text extracted",
+                 "not_extracted": "Text not extracted"}
+
+
+class EvidenceText(db.Model):
+    """What text extraction made of one item (a PDF): its page count and metadata, or
+    why no text was extracted (encrypted, malformed, over the time or memory bound)."""
+
+    __tablename__ = "evidence_texts"
+    __table_args__ = (CheckConstraint(_in("status", TEXT_STATUSES), name="status"),)
+
+    item_id: Mapped[int] = mapped_column(ForeignKey("evidence_items.id", ondelete="CASCADE"),
+                                         primary_key=True, autoincrement=False)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str | None] = mapped_column(Text)
+    page_count: Mapped[int | None] = mapped_column(Integer)
+    doc_metadata: Mapped[str | None] = mapped_column(Text)  # JSON: title, author, dates...
+    extracted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class EvidencePage(db.Model):
+    """The text of one page of an item, searchable within its case."""
+
+    __tablename__ = "evidence_pages"
+    __table_args__ = (UniqueConstraint("item_id", "page_no", name="item_page"),)
+
+    id: Mapped[int] = mapped_column(_BigKey, primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("evidence_items.id", ondelete="CASCADE"),
+                                         index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    page_no: Mapped[int] = mapped_column(Integer)  # from 1
+    text: Mapped[str] = mapped_column(Text, default="")
+
+
+SUGGESTION_KINDS = {"phone": "Phone", "email": "Email", "crypto_wallet": "Crypto wallet",
+                    "url": "URL", "ad": "Ad id"}
+SUGGESTION_STATUSES = {"open": "Waiting for a decision", "accepted": "Added to the case",
+                       "dismissed": "Dismissed"}
+
+
+class EntitySuggestion(db.Model):
+    """An identifier found in an item's text, offered as an entity: added to the case
+    only when a person accepts it (then `entity_id`), never silently."""
+
+    __tablename__ = "evidence_suggestions"
+    __table_args__ = (
+        UniqueConstraint("item_id", "kind", "value", name="item_kind_value"),
+        CheckConstraint(_in("kind", SUGGESTION_KINDS), name="kind"),
+        CheckConstraint(_in("status", SUGGESTION_STATUSES), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    item_id: Mapped[int] = mapped_column(ForeignKey("evidence_items.id", ondelete="CASCADE"),
+                                         index=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    value: Mapped[str] = mapped_column(String(300))  # normalized
+    found_as: Mapped[str] = mapped_column(String(300))  # as written in the text
+    page_no: Mapped[int] = mapped_column(Integer)
+    context: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    decided_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    entity_id: Mapped[int | None] = mapped_column(ForeignKey("entities.id", ondelete="SET NULL"))

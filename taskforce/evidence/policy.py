@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from taskforce.accounts.permissions import Actor
 from taskforce.evidence.models import EvidenceItem
+from taskforce.investigations.models import Case
 from taskforce.investigations.policy import MANAGE, READ, Access
 
 
@@ -32,3 +33,31 @@ def can_transfer(actor: Actor, item: EvidenceItem, level: Access) -> bool:
 
 def can_receive(level: Access) -> bool:
     return level >= READ
+
+
+def can_authorise_disposal(actor: Actor, level: Access) -> bool:
+    """Disposal is a supervisor's decision, on a case the supervisor manages."""
+    return level >= MANAGE and actor.has_role("supervisor")
+
+
+def can_set_legal_hold(actor: Actor, level: Access) -> bool:
+    return level >= MANAGE and actor.has_role("supervisor")
+
+
+def can_release_survivor(actor: Actor, case: Case) -> bool:
+    """Releasing a survivor's identity into packages is the victim specialist's call."""
+    from taskforce.graph.policy import may_see_survivor
+
+    return actor.has_role("victim_specialist") and may_see_survivor(actor, case)
+
+
+def can_build_package(actor: Actor, case: Case, level: Access) -> bool:
+    """A prosecutor who may read the case, or the case lead (whoever manages the case)."""
+    if level >= MANAGE:
+        return True
+    return level >= READ and actor.has_role("prosecutor")
+
+
+def can_manage_packages(level: Access) -> bool:
+    """Grant prosecutors access to a package, and download any package of the case."""
+    return level >= MANAGE

@@ -38,6 +38,74 @@ class PhysicalIn(Schema):
     collected_place = String(load_default="", validate=Length(max=PLACE_MAX))
 
 
+class ReasonIn(Schema):
+    reason = String(required=True, validate=Length(min=1, max=REASON_MAX))
+
+
+class DecisionIn(Schema):
+    place = String(load_default="", validate=Length(max=PLACE_MAX))
+    note = String(load_default="", validate=Length(max=REASON_MAX),
+                  metadata={"description": "required to refuse"})
+
+
+class CheckOutIn(Schema):
+    to = String(required=True, validate=Length(min=1, max=PLACE_MAX),
+                metadata={"description": "where it goes (the lab, the court)"})
+    reason = String(required=True, validate=Length(min=1, max=REASON_MAX))
+    place = String(load_default="", validate=Length(max=PLACE_MAX))
+    expected_return_at = String(metadata={"description": "ISO 8601, UTC unless a zone is "
+                                                         "given; not in the past"})
+
+
+class CheckInIn(Schema):
+    place = String(load_default="", validate=Length(max=PLACE_MAX))
+    reason = String(load_default="", validate=Length(max=REASON_MAX))
+    condition = String(load_default="", validate=Length(max=REASON_MAX))
+
+
+class SealIn(Schema):
+    seal_number = String(required=True, validate=Length(min=1, max=NAME_MAX))
+    place = String(load_default="", validate=Length(max=PLACE_MAX))
+    reason = String(load_default="", validate=Length(max=REASON_MAX))
+
+
+class ReleaseIn(Schema):
+    released_to = String(required=True, validate=Length(min=1, max=PLACE_MAX))
+    place = String(load_default="", validate=Length(max=PLACE_MAX))
+    reason = String(required=True, validate=Length(min=1, max=REASON_MAX))
+
+
+class DisposeIn(Schema):
+    method = String(required=True, validate=Length(min=1, max=PLACE_MAX),
+                    metadata={"description": "how (destroyed, returned, wiped)"})
+    place = String(load_default="", validate=Length(max=PLACE_MAX))
+    reason = String(required=True, validate=Length(min=1, max=REASON_MAX))
+
+
+class SurvivorFlagIn(Schema):
+    identifies = Boolean(load_default=True)
+    reason = String(load_default="", validate=Length(max=REASON_MAX))
+
+
+class SurvivorReleaseIn(Schema):
+    entity_id = Integer(required=True)
+    reason = String(required=True, validate=Length(min=1, max=REASON_MAX))
+
+
+class PackageIn(Schema):
+    item_ids = List(Integer(), required=True, validate=Length(min=1, max=1000))
+    title = String(load_default="", validate=Length(max=NAME_MAX))
+    bates_prefix = String(validate=Length(max=24),
+                          metadata={"description": "default: PACKAGE_BATES_PREFIX"})
+
+
+class GrantIn(Schema):
+    to_user_id = Integer(metadata={"description": "the prosecutor (or to_username)"})
+    to_username = String(validate=Length(max=64))
+    expires_at = String(metadata={"description": "ISO 8601; default PACKAGE_ACCESS_DAYS "
+                                                 "from now"})
+
+
 class TransferIn(Schema):
     to_user_id = Integer(metadata={"description": "the receiver (or to_username)"})
     to_username = String(validate=Length(max=64))
@@ -90,6 +158,12 @@ class ItemOut(Schema):
     custody_hash = String(allow_none=True, metadata={"description": "hash of the last event"})
     created_at = DateTime()
     created_by = Nested(PersonRef, allow_none=True)
+    state = String(metadata={"description": "in_custody, checked_out, sealed, released or "
+                                            "disposed"})
+    checked_out_to = String(allow_none=True)
+    expected_return_at = DateTime(allow_none=True)
+    identifies_survivor = Boolean()
+    survivor_released_at = DateTime(allow_none=True)
     page_url = Method("_page_url")
     content_url = Method("_content_url")
 
@@ -102,10 +176,97 @@ class ItemOut(Schema):
         return url_for("evidence_api.download", item_id=item.id)
 
 
+class TransferOut(Schema):
+    id = Integer()
+    item_id = Integer()
+    from_user = Nested(PersonRef, allow_none=True)
+    to_user = Nested(PersonRef)
+    requested_by = Nested(PersonRef, allow_none=True)
+    requested_at = DateTime()
+    place = String()
+    reason = String()
+    status = String(metadata={"description": "pending, accepted, refused or cancelled"})
+    decided_at = DateTime(allow_none=True)
+    decision_note = String(allow_none=True)
+    accept_url = Method("_accept_url")
+
+    def _accept_url(self, t) -> str:
+        return url_for("evidence_api.accept_transfer", transfer_id=t.id)
+
+
+class LegalHoldOut(Schema):
+    id = Integer()
+    case_id = Integer()
+    reason = String()
+    set_by = Nested(PersonRef, allow_none=True)
+    set_at = DateTime()
+    cleared_by = Nested(PersonRef, allow_none=True)
+    cleared_at = DateTime(allow_none=True)
+    clear_reason = String(allow_none=True)
+    active = Boolean()
+
+
 class ItemDetailOut(Schema):
     item = Nested(ItemOut)
     custody = List(Nested(CustodyEventOut), attribute="events")
     can_transfer = Boolean()
+    pending_transfer = Nested(TransferOut, allow_none=True)
+    legal_hold = Nested(LegalHoldOut, allow_none=True)
+
+
+class SurvivorReleaseOut(Schema):
+    id = Integer()
+    case_id = Integer()
+    entity_id = Integer()
+    released_at = DateTime()
+
+
+class GrantOut(Schema):
+    id = Integer()
+    package_id = Integer()
+    user = Nested(PersonRef)
+    expires_at = DateTime()
+    granted_by = Nested(PersonRef, allow_none=True)
+    granted_at = DateTime()
+    revoked_at = DateTime(allow_none=True)
+
+
+class PackageEntryOut(Schema):
+    item_id = Integer()
+    number = String(attribute="item.number")
+    withheld = Boolean()
+    withheld_reason = String(allow_none=True)
+
+
+class PackageOut(Schema):
+    id = Integer()
+    case_id = Integer()
+    number = String(metadata={"description": "<case number>-P01"})
+    title = String()
+    status = String(metadata={"description": "building, ready or failed"})
+    progress = Integer(metadata={"description": "percent, while building"})
+    error = String(allow_none=True)
+    bates_prefix = String()
+    bates_first = Integer(allow_none=True)
+    bates_last = Integer(allow_none=True)
+    size = Integer(allow_none=True)
+    sha256 = String(allow_none=True, metadata={"description": "of the ZIP, as stored"})
+    md5 = String(allow_none=True)
+    key_fingerprint = String(allow_none=True, metadata={
+        "description": "SHA-256 of the Ed25519 public key that signed the manifest"})
+    created_by = Nested(PersonRef, allow_none=True)
+    created_at = DateTime()
+    finished_at = DateTime(allow_none=True)
+    items = List(Nested(PackageEntryOut), attribute="entries")
+    page_url = Method("_page_url")
+    content_url = Method("_content_url")
+
+    def _page_url(self, p) -> str:
+        return url_for("evidence.package", package_id=p.id)
+
+    def _content_url(self, p) -> str | None:
+        return url_for("evidence_api.download_package", package_id=p.id) \
+            if p.status == "ready" else None
 
 
 class VerifyOut(Schema):

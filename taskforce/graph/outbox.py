@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -39,7 +39,7 @@ from sqlalchemy import func, select, update
 
 from taskforce.accounts.models import utcnow
 from taskforce.extensions import db
-from taskforce.graph.models import Entity, GraphOutbox, Link
+from taskforce.graph.models import ENTITY_KINDS, Entity, GraphOutbox, Link
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +107,47 @@ def _mark_up() -> None:
 
 # What the graph holds of an entity and a link (the projection.py contract) ---------------
 
-def entity_row(entity: Entity, *, today: date | None = None) -> dict[str, Any]:
-    """A node as projected. A survivor is labelled by pseudonym: the graph engine
-    holds no survivor identity at all (no name, no DOB, no identifier)."""
+def entity_row(entity: Entity, *, today: date | None = None,
+               shield: Mapping[int, str] | None = None) -> dict[str, Any]:
+    """A node as projected. Labels are per case (``case_labels[i]`` is what case
+    ``cases[i]`` calls it), so a graph question answers with a label from a case the
+    reader may read, never another's; ``label`` is only the kind. A survivor, and an
+    entity a survivor uses or owns in a case (``shield``, see policy.shields), is
+    labelled by pseudonym: the graph engine holds no survivor identity at all (no
+    name, no DOB, no identifier). ``minor`` is as of the drain; the API derives it
+    again from the date of birth when it answers."""
+    from taskforce.graph import policy
+
+    memberships = sorted(entity.case_links, key=lambda ce: ce.case_id)
+    if shield is None:
+        shield = policy.shields([entity.id]).get(entity.id) or {}
+    labels = []
+    for ce in memberships:
+        if entity.is_survivor:
+            labels.append(entity.pseudonym)
+        elif ce.case_id in shield:
+            labels.append(policy.shielded_label(entity, shield[ce.case_id]))
+        else:
+            labels.append(ce.label or ENTITY_KINDS.get(entity.kind, entity.kind))
+    day = today or date.today()
     return {
         "id": entity_node_id(entity.id),
         "kind": entity.kind,
-        "label": entity.pseudonym if entity.is_survivor else entity.label,
-        "cases": entity.case_ids,
+        "label": entity.pseudonym if entity.is_survivor
+        else ENTITY_KINDS.get(entity.kind, entity.kind),
+        "cases": [ce.case_id for ce in memberships],
+        "case_labels": labels,
         "survivor": entity.is_survivor,
-        "minor": entity.minor_on(today or date.today()),
+        "minor": any(ce.minor_on(day) for ce in memberships),
     }
+
+
+def entity_rows(entities: list[Entity], *, today: date | None = None) -> list[dict[str, Any]]:
+    """``entity_row`` for many, with their shields looked up at once."""
+    from taskforce.graph import policy
+
+    shields = policy.shields(e.id for e in entities)
+    return [entity_row(e, today=today, shield=shields.get(e.id) or {}) for e in entities]
 
 
 def link_row(link: Link) -> dict[str, Any]:
@@ -244,14 +274,16 @@ def _read_batch(batch: int) -> _Batch | None:
         entity_ids = sorted({r.object_id for r in rows if r.op.endswith("_entity")})
         link_ids = sorted({r.object_id for r in rows if r.op.endswith("_link")})
         today = date.today()
+        # a merged-away entity is gone from the graph (its links moved to the one kept)
         entities = {e.id: e for e in db.session.scalars(
-            select(Entity).where(Entity.id.in_(entity_ids)))} if entity_ids else {}
+            select(Entity).where(Entity.id.in_(entity_ids),
+                                 Entity.merged_into_id.is_(None)))} if entity_ids else {}
         links = {lk.id: lk for lk in db.session.scalars(
             select(Link).where(Link.id.in_(link_ids)))} if link_ids else {}
         return _Batch(
             ids=[r.id for r in rows],
-            upsert_entities=[entity_row(entities[i], today=today) for i in entity_ids
-                             if i in entities],
+            upsert_entities=entity_rows([entities[i] for i in entity_ids if i in entities],
+                                        today=today),
             upsert_links=[link_row(links[i]) for i in link_ids if i in links],
             delete_entities=[entity_node_id(i) for i in entity_ids if i not in entities],
             delete_links=[link_rel_id(i) for i in link_ids if i not in links],
@@ -319,7 +351,8 @@ class RebuildResult:
 
 def totals() -> tuple[int, int]:
     """(entities, links) in the database: what a rebuild will project."""
-    n_entities = db.session.scalar(select(func.count()).select_from(Entity)) or 0
+    n_entities = db.session.scalar(select(func.count()).select_from(Entity)
+                                   .where(Entity.merged_into_id.is_(None))) or 0
     n_links = db.session.scalar(select(func.count()).select_from(Link)) or 0
     db.session.rollback()
     return n_entities, n_links
@@ -347,13 +380,14 @@ def rebuild(*, batch: int = 1000, progress: Callable[[int], Any] | None = None) 
         _state()["schema_ready"] = True
         today = date.today()
         n_entities = 0
-        for rows in _keyset(Entity, batch, lambda e: entity_row(e, today=today)):
+        for rows in _keyset(Entity, batch, lambda es: entity_rows(es, today=today),
+                            Entity.merged_into_id.is_(None)):
             projection.upsert_entities(rows)
             n_entities += len(rows)
             if progress:
                 progress(len(rows))
         n_links = 0
-        for rows in _keyset(Link, batch, link_row):
+        for rows in _keyset(Link, batch, lambda lks: [link_row(lk) for lk in lks]):
             projection.upsert_links(rows)
             n_links += len(rows)
             if progress:
@@ -366,14 +400,15 @@ def rebuild(*, batch: int = 1000, progress: Callable[[int], Any] | None = None) 
     return RebuildResult(entities=n_entities, links=n_links, outbox_marked=marked)
 
 
-def _keyset(model, batch: int, to_row: Callable[[Any], dict]) -> Iterator[list[dict]]:
+def _keyset(model, batch: int, to_rows: Callable[[list[Any]], list[dict]],
+            *where: Any) -> Iterator[list[dict]]:
     """Rows of `model` in id order, `batch` at a time, each read in a short transaction."""
     last = 0
     while True:
         try:
             objs = list(db.session.scalars(
-                select(model).where(model.id > last).order_by(model.id).limit(batch)))
-            rows = [to_row(o) for o in objs]
+                select(model).where(model.id > last, *where).order_by(model.id).limit(batch)))
+            rows = to_rows(objs) if objs else []
             last = objs[-1].id if objs else last
         finally:
             db.session.rollback()

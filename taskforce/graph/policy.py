@@ -10,12 +10,21 @@ exports) asks it through `reveals()`; nobody else decides.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
 
 from sqlalchemy import Select, select
+from sqlalchemy.orm import aliased
 
 from taskforce.accounts.permissions import Actor
-from taskforce.graph.models import CaseEntity, Entity
+from taskforce.extensions import db
+from taskforce.graph.models import (
+    ENTITY_KINDS,
+    SHIELDING_LINK_TYPES,
+    CaseEntity,
+    Entity,
+    Link,
+)
 from taskforce.investigations import policy as case_policy
 from taskforce.investigations.models import Case
 
@@ -25,6 +34,11 @@ SURVIVOR_ROLE = "victim_specialist"  # the user role that may see survivor ident
 def visible_case_ids(actor: Actor) -> Select:
     """The ids of the cases the actor may read, as a subquery (the one scope)."""
     return case_policy.visible_cases(select(Case.id), actor)
+
+
+def readable_case_ids(actor: Actor) -> list[int]:
+    """The ids of the cases the actor may read, as a list (for graph questions)."""
+    return sorted(db.session.scalars(visible_case_ids(actor)))
 
 
 def visible_entities(query: Select, actor: Actor) -> Select:
@@ -58,18 +72,64 @@ def may_see_survivor(actor: Actor, case: Case | None) -> bool:
             or case_policy.active_grant(case, actor.agency_id) is not None)
 
 
-def reveals(actor: Actor, entity: Entity, cases: Case | Iterable[Case] | None) -> bool:
+# Shields: a survivor's phones, accounts, emails... ----------------------------------------
+
+Shields = Mapping[int, Mapping[int, str]]  # entity id -> {case id: the survivor's pseudonym}
+
+
+def shields(entity_ids: Iterable[int]) -> dict[int, dict[int, str]]:
+    """Which of these entities are shielded, and in which case: an entity that is not
+    a person, tied in a case by a USES or OWNS link (either way) to a survivor, is
+    protected like the survivor there (its identifiers would name them). Returns
+    entity id -> {case id: that survivor's pseudonym}; absent means not shielded."""
+    ids = sorted({int(i) for i in entity_ids})
+    out: dict[int, dict[int, str]] = defaultdict(dict)
+    if not ids:
+        return out
+    other = aliased(Entity)
+    for chunk in (ids[i:i + 500] for i in range(0, len(ids), 500)):
+        for mine_col, other_col in ((Link.source_id, Link.target_id),
+                                    (Link.target_id, Link.source_id)):
+            rows = db.session.execute(
+                select(mine_col.label("eid"), Link.case_id, other.pseudonym)
+                .join(other, other.id == other_col)
+                .where(mine_col.in_(chunk), Link.type.in_(SHIELDING_LINK_TYPES),
+                       other.kind == "person", other.pseudonym.is_not(None))
+                .order_by(Link.id)).all()
+            for r in rows:
+                out[r.eid].setdefault(r.case_id, r.pseudonym)
+    kinds = dict(db.session.execute(select(Entity.id, Entity.kind).where(Entity.id.in_(ids))).all())
+    return {k: v for k, v in out.items() if kinds.get(k) != "person"}
+
+
+def shielded_label(entity: Entity, pseudonym: str) -> str:
+    return f"{pseudonym}'s {ENTITY_KINDS.get(entity.kind, entity.kind).lower()}"
+
+
+def reveals_in(actor: Actor, entity: Entity, case: Case, shield: Mapping[int, str] | None,
+               *, survivor_ok: Mapping[int, bool] | None = None) -> bool:
+    """May the actor see what `case` says about this entity (it must hold it)?
+    A survivor, or an entity shielded in this case, needs `may_see_survivor` here."""
+    if entity.in_case(case.id) is None:
+        return False
+    if not entity.is_survivor and not (shield and case.id in shield):
+        return True
+    if survivor_ok is not None and case.id in survivor_ok:
+        return survivor_ok[case.id]
+    return may_see_survivor(actor, case)
+
+
+def reveals(actor: Actor, entity: Entity, cases: Case | Iterable[Case] | None,
+            shield: Mapping[int, str] | None = None) -> bool:
     """May the actor see this entity's identity, shown in the context of `cases`
     (one case, or every case of the entity the actor may read)?
 
     Anyone who may read the case sees a non-survivor as entered. A survivor's
-    identity needs `may_see_survivor` in at least one of those cases that holds it.
+    identity (or a shielded entity's) needs `may_see_survivor` in at least one of
+    those cases that holds it.
     """
-    if not entity.is_survivor:
-        return True
     if cases is None:
         return False
     if isinstance(cases, Case):
         cases = [cases]
-    mine = set(entity.case_ids)
-    return any(c.id in mine and may_see_survivor(actor, c) for c in cases)
+    return any(reveals_in(actor, entity, c, shield) for c in cases)

@@ -15,7 +15,11 @@ asked of. Every function is idempotent, so the outbox drain may replay any batch
 
 Graph model::
 
-    (:Entity:<Kind> {id, kind, label, cases, survivor, minor})
+    (:Entity:<Kind> {id, kind, label, cases, case_labels, survivor, minor})
+
+``case_labels[i]`` is what case ``cases[i]`` calls the entity (need to know: a
+question answers with the label of a case the reader may read); ``label`` is only
+the kind (or a survivor's pseudonym), never one case's words.
     -[:<TYPE> {id, cases, first_seen, last_seen, confidence, count, amount}]->
     (:Entity:<Kind>)
 
@@ -163,11 +167,22 @@ def _entity_row(row: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     eid = _id(row.get("id"), "entity id")
     what = f"entity {eid}"
     label = kind_label(row.get("kind"))
+    cases = _cases(row.get("cases"), what)
+    case_labels = row.get("case_labels")
+    if case_labels is not None:
+        raw = row.get("cases")
+        if isinstance(case_labels, (str, bytes)) or not isinstance(case_labels, Iterable) \
+                or raw is None or len(list(case_labels)) != len(list(raw)):
+            raise ValueError(f"{what}: case_labels must give one label per case")
+        by_case = dict(zip(list(raw), ["" if v is None else str(v) for v in case_labels],
+                           strict=True))
+        case_labels = [by_case[c] for c in cases]
     return label, {
         "id": eid,
         "kind": str(row["kind"]),
         "label": "" if row.get("label") is None else str(row["label"]),
-        "cases": _cases(row.get("cases"), what),
+        "cases": cases,
+        "case_labels": case_labels,
         "survivor": bool(row.get("survivor", False)),
         "minor": bool(row.get("minor", False)),
     }
@@ -235,7 +250,8 @@ def ensure_schema() -> None:
 def upsert_entities(rows: list[dict]) -> int:
     """Create or update entity nodes; returns the number of rows written.
 
-    Rows: ``{"id", "kind", "label", "cases", "survivor", "minor"}``. A change of kind
+    Rows: ``{"id", "kind", "label", "cases", "survivor", "minor"}`` and optionally
+    ``"case_labels"`` (one per case, in the order of ``cases``). A change of kind
     moves the node to the new kind label. Bad rows raise ValueError before anything
     is written.
     """
@@ -250,7 +266,7 @@ def upsert_entities(rows: list[dict]) -> int:
             "MERGE (n:Entity {id: row.id}) "
             f"REMOVE n:{_ALL_KIND_LABELS} "
             f"SET n:{label}, n.kind = row.kind, n.label = row.label, n.cases = row.cases, "
-            "n.survivor = row.survivor, n.minor = row.minor "
+            "n.case_labels = row.case_labels, n.survivor = row.survivor, n.minor = row.minor "
             "RETURN count(*) AS n"
         )
         for batch in _batches(label_rows):

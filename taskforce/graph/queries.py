@@ -57,11 +57,13 @@ def _vis(var: str) -> str:
     return f"any(c IN {var}.cases WHERE c IN $case_ids)"
 
 
-_NODE = "{.id, .kind, .label, .survivor, .minor}"
-
-
 def _node(var: str) -> str:
-    return f"{var} {_NODE}"
+    # The label a case the reader may read gives it (case_labels is aligned with
+    # cases); `label` (the kind, or a pseudonym) only for nodes without per-case labels.
+    per_case = (f"head([i IN range(0, size(coalesce({var}.case_labels, [])) - 1) "
+                f"WHERE {var}.cases[i] IN $case_ids | {var}.case_labels[i]])")
+    return (f"{var} {{.id, .kind, label: coalesce({per_case}, {var}.label), .survivor, "
+            f".minor}}")
 
 
 def _edge(var: str) -> str:

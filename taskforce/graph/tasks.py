@@ -16,3 +16,15 @@ from taskforce.jobs import job
 def drain_outbox(batch: int = 1000) -> dict[str, Any]:
     """Project the waiting outbox rows; a failure leaves them waiting (never raises for it)."""
     return outbox.drain(batch=batch).as_dict()
+
+
+# --- Imports (imports.py) -----------------------------------------------------------------
+
+@job(ignore_result=True)
+def run_import(run_id: int) -> dict[str, Any] | None:
+    """Load a queued import into the case's graph; a bad file or a store failure marks
+    the run failed with the reason (never raises for it, so no retry storm)."""
+    from taskforce.graph import imports
+
+    imp = imports.run(run_id)
+    return None if imp is None else {"id": imp.id, "status": imp.status}

@@ -115,14 +115,47 @@ def _items() -> int:
 
 
 def _staging(client, bucket) -> list[str]:
-    return [o.object_name for o in client.list_objects(bucket, prefix="staging/", recursive=True)]
+    """Upload keys left behind: old staging objects, blobs no pointer names, and
+    multipart uploads never completed or aborted."""
+    names = [o.object_name for prefix in ("staging/", "blobs/")
+             for o in client.list_objects(bucket, prefix=prefix, recursive=True,
+                                          include_version=True)]
+    pending = client._list_multipart_uploads(bucket)
+    return names + [u.object_name for u in pending.uploads]
 
 
-def test_streamed_multipart_upload_hash_and_retention(ev_app, setup, s3_service):
+@pytest.fixture()
+def leftovers(s3_service):
+    """Upload keys left behind by this test (the S3 server is shared by the session)."""
+    client, bucket = s3_service.client(), s3_service.bucket
+    before = set(_staging(client, bucket))
+    return lambda: sorted(set(_staging(client, bucket)) - before)
+
+
+def _read_all(client, bucket, key, version_id=None) -> str:
+    digest = hashlib.sha256()
+    got = client.get_object(bucket, key, version_id=version_id)
+    try:
+        for chunk in got.stream(1 << 20):
+            digest.update(chunk)
+    finally:
+        got.close()
+        got.release_conn()
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("client_hash", [False, True], ids=["no-client-hash", "client-hash"])
+def test_streamed_multipart_upload_hash_and_retention(ev_app, setup, s3_service, client_hash, leftovers):
     _, _, case_id, caller = setup
-    body = Generated(20 * 1024 * 1024 + 12345)  # more than one 16 MiB part
+    body = Generated(20 * 1024 * 1024 + 12345)  # three 8 MiB parts
     assert body.size > S3_PART_SIZE
-    resp = _post(caller, case_id, body)
+    query = "description=Phone%20extraction"
+    if client_hash:
+        twin = Generated(body.size, body.seed)  # the same bytes, hashed ahead as a client would
+        while twin.read(1 << 20):
+            pass
+        query += f"&sha256={twin.sha.hexdigest()}"
+    resp = _post(caller, case_id, body, query=query)
     assert resp.status_code == 201, resp.get_json()
     item = resp.get_json()
     assert item["sha256"] == body.sha.hexdigest()
@@ -131,29 +164,28 @@ def test_streamed_multipart_upload_hash_and_retention(ev_app, setup, s3_service)
 
     client, bucket = s3_service.client(), s3_service.bucket
     stat = client.stat_object(bucket, item["storage_key"])
-    assert stat.size == body.size
+    data_key, data_version = get_store().data_location(item["sha256"])
+    if client_hash:  # straight to the content key: no blob, no pointer
+        assert data_key == item["storage_key"] and stat.size == body.size
+    else:  # the bytes under a blob key of their own, a locked pointer under the content key
+        assert data_key.startswith("blobs/") and stat.size < 1000
+        pointer = json.loads(client.get_object(bucket, item["storage_key"]).data)
+        assert pointer["sha256"] == item["sha256"] and pointer["blob"] == data_key
     # the bytes in the store are the bytes sent
-    digest = hashlib.sha256()
-    got = client.get_object(bucket, item["storage_key"])
-    try:
-        for chunk in got.stream(1 << 20):
-            digest.update(chunk)
-    finally:
-        got.close()
-        got.release_conn()
-    assert digest.hexdigest() == body.sha.hexdigest()
+    assert _read_all(client, bucket, data_key, data_version) == body.sha.hexdigest()
 
-    # retention set on the object itself, and the server refuses to delete that version
-    retention = client.get_object_retention(bucket, item["storage_key"],
-                                            version_id=stat.version_id)
-    assert retention.mode == "GOVERNANCE"
-    assert retention.retain_until_date > datetime.now(UTC) + timedelta(days=365)
+    # retention set on each object itself, and the server refuses to delete those versions
     from minio.error import S3Error
 
-    with pytest.raises(S3Error) as refused:
-        client.remove_object(bucket, item["storage_key"], version_id=stat.version_id)
-    assert refused.value.code == "AccessDenied"
-    assert _staging(client, bucket) == []  # the staging object is gone
+    for key, version_id in {(item["storage_key"], stat.version_id), (data_key, data_version)}:
+        retention = client.get_object_retention(bucket, key, version_id=version_id)
+        assert retention.mode == "GOVERNANCE"
+        assert retention.retain_until_date > datetime.now(UTC) + timedelta(days=365)
+        with pytest.raises(S3Error) as refused:
+            client.remove_object(bucket, key, version_id=version_id)
+        assert refused.value.code == "AccessDenied"
+    left = [k for k in leftovers() if k != data_key]
+    assert left == []  # nothing else was left behind
 
     # download streams it back and appends ACCESSED
     dl = caller.get(item["content_url"])
@@ -178,18 +210,17 @@ def test_same_bytes_twice_one_object(ev_app, setup, s3_service):
     assert details["deduplicated"] is True and details["version_id"] == versions[0].version_id
 
 
-def test_hash_mismatch_leaves_nothing(ev_app, setup, s3_service):
+def test_hash_mismatch_leaves_nothing(ev_app, setup, s3_service, leftovers):
     _, _, case_id, caller = setup
     body = Generated(7 * 1024 * 1024)
     resp = _post(caller, case_id, body, query=f"description=x&sha256={'0' * 64}")
     assert resp.status_code == 422
     assert _items() == 0
-    client, bucket = s3_service.client(), s3_service.bucket
-    assert _staging(client, bucket) == []
+    assert leftovers() == []
     assert not get_store().exists(body.sha.hexdigest())
 
 
-def test_upload_aborted_midway_leaves_no_record(ev_app, setup, s3_service):
+def test_upload_aborted_midway_leaves_no_record(ev_app, setup, s3_service, leftovers):
     _, _, case_id, caller = setup
 
     def drop():
@@ -199,8 +230,7 @@ def test_upload_aborted_midway_leaves_no_record(ev_app, setup, s3_service):
     resp = _post(caller, case_id, body)
     assert resp.status_code == 400
     assert _items() == 0
-    client, bucket = s3_service.client(), s3_service.bucket
-    assert _staging(client, bucket) == []
+    assert leftovers() == []
 
 
 def test_store_unreachable_is_503_and_no_record(ev_app, setup):
@@ -285,3 +315,77 @@ def test_legal_hold_and_retention_through_the_interface(ev_app, setup, s3_servic
     assert store.lock_status(item["sha256"]).retain_until == later
     store.set_legal_hold(item["sha256"], False)
     assert not store.lock_status(item["sha256"]).legal_hold
+
+
+# --- the paths that avoid a server-side copy, and what they leave behind --------------------
+
+def test_large_same_bytes_twice_without_hash_one_pointer_one_blob(ev_app, setup, s3_service, leftovers):
+    _, _, case_id, caller = setup
+    seed = secrets.token_bytes(16)
+    size = 2 * S3_PART_SIZE + 1
+    first = _post(caller, case_id, Generated(size, seed)).get_json()
+    second = _post(caller, case_id, Generated(size, seed)).get_json()
+    assert first["sha256"] == second["sha256"] and first["id"] != second["id"]
+    client, bucket = s3_service.client(), s3_service.bucket
+    pointers = list(client.list_objects(bucket, prefix=first["storage_key"], include_version=True))
+    assert len(pointers) == 1
+    data_key, _ = get_store().data_location(first["sha256"])
+    assert leftovers() == [data_key]  # the second blob is gone  # the 2nd blob is gone
+    dl = caller.get(second["content_url"])
+    assert hashlib.sha256(dl.data).hexdigest() == first["sha256"]
+
+
+def test_large_wrong_client_hash_leaves_nothing(ev_app, setup, s3_service, leftovers):
+    _, _, case_id, caller = setup
+    body = Generated(2 * S3_PART_SIZE + 5)
+    wrong = hashlib.sha256(b"something else").hexdigest()
+    resp = _post(caller, case_id, body, query=f"description=x&sha256={wrong}")
+    assert resp.status_code == 422
+    assert body.sha.hexdigest() in resp.get_json()["error"]["message"]
+    assert _items() == 0
+    assert leftovers() == []  # the multipart upload was aborted, not completed
+    assert not get_store().exists(wrong) and not get_store().exists(body.sha.hexdigest())
+
+
+def test_large_client_hash_of_stored_bytes_is_deduplicated(ev_app, setup, s3_service):
+    _, _, case_id, caller = setup
+    seed = secrets.token_bytes(16)
+    size = 2 * S3_PART_SIZE + 7
+    first = _post(caller, case_id, Generated(size, seed)).get_json()
+    resp = _post(caller, case_id, Generated(size, seed),
+                 query=f"description=again&sha256={first['sha256']}")
+    assert resp.status_code == 201, resp.get_json()
+    received = db.session.scalar(select(CustodyEvent).where(
+        CustodyEvent.item_id == resp.get_json()["id"], CustodyEvent.kind == "RECEIVED"))
+    assert json.loads(received.details)["deduplicated"] is True
+
+
+def test_remove_orphans_keeps_named_blobs_and_removes_the_rest(ev_app, setup, s3_service, leftovers):
+    _, _, case_id, caller = setup
+    item = _post(caller, case_id, Generated(2 * S3_PART_SIZE + 3)).get_json()
+    store = get_store()
+    data_key, data_version = store.data_location(item["sha256"])
+    client, bucket = s3_service.client(), s3_service.bucket
+    # what a crash between the blob and its pointer leaves: an unlocked blob nobody names
+    orphan = f"blobs/19990101/{secrets.token_hex(16)}"
+    client.put_object(bucket, orphan, io.BytesIO(b"half an upload"), 14)
+    assert store.remove_orphans(older_than=timedelta(hours=1)) == []  # still in its grace
+    removed = store.remove_orphans(older_than=timedelta(0))
+    assert removed == [orphan]
+    assert orphan not in leftovers()
+    assert _read_all(client, bucket, data_key, data_version) == item["sha256"]  # kept
+
+
+def test_flipped_byte_in_a_blob_is_found(ev_app, setup, s3_service):
+    _, _, case_id, caller = setup
+    item = _post(caller, case_id, Generated(2 * S3_PART_SIZE + 3)).get_json()
+    data_key, _ = get_store().data_location(item["sha256"])
+    path = s3_service.workdir / "data" / s3_service.bucket / data_key
+    assert path.is_file()
+    with open(path, "r+b") as f:
+        f.seek(12345)
+        byte = f.read(1)
+        f.seek(12345)
+        f.write(bytes([byte[0] ^ 0x01]))
+    report = caller.post(f"/api/v1/evidence/{item['id']}/verify").get_json()
+    assert report["ok"] is False and report["actual_sha256"] != item["sha256"]

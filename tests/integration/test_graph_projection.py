@@ -86,10 +86,15 @@ def test_the_drain_projects_entities_and_links(app, team):
                      target_id=a.id, type="USES")
     # each write drained in-process (the embedded default) as soon as it committed
     assert pending_outbox() == []
-    phone = _node(f"ent-{a.id}")
+    phone = _node(f"ent-{b.id}")
     assert sorted(phone["labels"]) == ["Entity", "Phone"]
-    assert phone["props"] == {"id": f"ent-{a.id}", "kind": "phone", "label": "+1 312-555-0101",
-                              "cases": [team.case_id], "survivor": False, "minor": False}
+    # labels per case (need to know); `label` is only the kind
+    assert phone["props"] == {"id": f"ent-{b.id}", "kind": "phone", "label": "Phone",
+                              "cases": [team.case_id], "case_labels": ["+1 312-555-0102"],
+                              "survivor": False, "minor": False}
+    # the phone the survivor uses is shielded: labelled by her pseudonym, not its number
+    used = _node(f"ent-{a.id}")
+    assert used["props"]["case_labels"] == [f"{survivor.pseudonym}'s phone"]
     person = _node(f"ent-{survivor.id}")
     assert person["props"]["label"] == survivor.pseudonym
     assert (person["props"]["survivor"], person["props"]["minor"]) == (True, True)
@@ -216,15 +221,16 @@ def test_the_graph_holds_no_survivor_identity(app, team, runner):
     assert len(survivors) == len(network.by_role("victim")) + 1
     phrases, words = set(), set()  # matched as substrings / as whole words
     for s in survivors:
-        phrases |= {s.label, *(s.props.get("names") or []), *(s.props.get("aliases") or []),
-                    s.props.get("dob")}
+        for ce in s.case_links:
+            phrases |= {ce.label, *(ce.props.get("names") or []),
+                        *(ce.props.get("aliases") or []), ce.props.get("dob")}
+            for name in ce.props.get("names") or []:
+                words |= set(re.findall(r"\w+", name.casefold()))  # given name, surname alone
         phrases |= {i.value for i in s.identifiers} | {i.display for i in s.identifiers}
-        for name in s.props.get("names") or []:
-            words |= set(re.findall(r"\w+", name.casefold()))  # given name, surname alone
     phrases = {x.casefold() for x in phrases if x}
     # a word a non-survivor's label also has (a buyer called Lopez) proves nothing
     words -= {w for e in db.session.scalars(select(Entity).where(Entity.pseudonym.is_(None)))
-              for w in re.findall(r"\w+", e.label.casefold())}
+              for ce in e.case_links for w in re.findall(r"\w+", ce.label.casefold())}
     words = {w for w in words if len(w) > 2}
 
     def leaks() -> list[str]:

@@ -217,6 +217,12 @@ def test_transfer_and_physical_over_the_api(ev_app, setup):
     cases.add_member(actor=actor, case_id=case_id, user_id=other.id, case_role="investigator")
     resp = caller.post(f"/api/v1/evidence/{item_id}/transfer",
                        json={"to_username": other.username, "reason": "Lab", "place": "HQ"})
+    assert resp.status_code == 202, resp.get_json()
+    assert resp.get_json()["status"] == "pending"
+    transfer_id = resp.get_json()["id"]
+    # the receiver accepts: custody moves, with TRANSFERRED in the chain
+    resp = api_caller(ev_app, other).post(f"/api/v1/custody-transfers/{transfer_id}/accept",
+                                          json={})
     assert resp.status_code == 200, resp.get_json()
     assert resp.get_json()["custody"][-1]["kind"] == "TRANSFERRED"
     assert resp.get_json()["item"]["custodian"]["id"] == other.id

@@ -232,9 +232,13 @@ def test_transfer_between_people(lead, case_id):
     item = _ingest(lead[1], case_id, b"bytes")
     analyst_user, analyst = person(roles=("analyst",))
     cases.add_member(actor=lead[1], case_id=case_id, user_id=analyst_user.id, case_role="analyst")
-    event = service.transfer(actor=lead[1], item_id=item.id, to_username=analyst_user.username,
-                             place="Lab", reason="Forensic examination")
-    assert event.kind == "TRANSFERRED"
+    request = service.transfer(actor=lead[1], item_id=item.id,
+                               to_username=analyst_user.username, place="Lab",
+                               reason="Forensic examination")
+    assert request.status == "pending"  # nothing moves until the receiver accepts
+    assert db.session.get(EvidenceItem, item.id).custodian_id == lead[0].id
+    event = service.accept_transfer(actor=analyst, transfer_id=request.id)
+    assert event.kind == "TRANSFERRED" and event.user_id == analyst_user.id
     details = json.loads(event.details)
     assert details["from_user_id"] == lead[0].id and details["to_user_id"] == analyst_user.id
     assert db.session.get(EvidenceItem, item.id).custodian_id == analyst_user.id

@@ -149,3 +149,40 @@ def test_local_lock_is_recorded_not_enforced(tmp_path):
 ])
 def test_content_type_from_the_bytes(head, expected):
     assert detect_content_type(head) == expected
+
+
+def test_orphaned_staging_files_removed_after_their_grace(tmp_path):
+    import os
+    import time
+
+    store = LocalFolderStore(tmp_path)
+    store.put_stream(io.BytesIO(b"kept"))
+    store.staging.mkdir(parents=True, exist_ok=True)
+    old, fresh = store.staging / "upload-old", store.staging / "upload-new"
+    old.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    hour_ago = time.time() - 3600
+    os.utime(old, (hour_ago, hour_ago))
+    assert store.remove_orphans(older_than=timedelta(minutes=30)) == ["staging/upload-old"]
+    assert fresh.exists() and not old.exists()
+    assert store.exists(hashlib.sha256(b"kept").hexdigest())
+
+
+def test_payload_signing_skipped_only_where_no_one_can_sit_between():
+    from minio import Minio
+
+    from taskforce.evidence import storage
+
+    assert storage._is_loopback("127.0.0.1:9000") and storage._is_loopback("localhost:9000")
+    assert not storage._is_loopback("minio.internal:9000")
+    local = S3Store(endpoint="127.0.0.1:9", access_key="a", secret_key="b", bucket="e")
+    remote = S3Store(endpoint="minio.internal:9", access_key="a", secret_key="b", bucket="e")
+    assert type(local.client) is not Minio and type(remote.client) is Minio
+    creds = local.client._provider.retrieve()
+    headers, _ = local.client._build_headers("h", {}, b"x" * (2 * 1024 * 1024), creds)
+    assert headers["x-amz-content-sha256"] == "UNSIGNED-PAYLOAD"
+    assert headers["Content-Length"] == str(2 * 1024 * 1024)
+    small, _ = local.client._build_headers("h", {}, b"<xml/>", creds)
+    assert small["x-amz-content-sha256"] == hashlib.sha256(b"<xml/>").hexdigest()
+    signed, _ = remote.client._build_headers("h", {}, b"x" * (2 * 1024 * 1024), creds)
+    assert signed["x-amz-content-sha256"] == hashlib.sha256(b"x" * (2 * 1024 * 1024)).hexdigest()

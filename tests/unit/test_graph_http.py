@@ -235,7 +235,7 @@ def test_add_an_entity_and_a_link_from_the_page(app, team):
                                          "location_kind": "hotel_motel"})
     assert resp.status_code == 302
     phone, motel = db.session.scalars(select(Entity).order_by(Entity.id)).all()
-    assert motel.props == {"location_kind": "hotel_motel"}
+    assert motel.case_links[0].props == {"location_kind": "hotel_motel"}
     resp = page.post(f"{url}/links", {"source_id": phone.id, "target_id": motel.id,
                                       "type": "ASSOCIATED_WITH", "first_seen": "2025-02-01",
                                       "count": "2", "confidence": "0.8"})

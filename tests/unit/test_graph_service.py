@@ -69,7 +69,8 @@ def test_the_same_phone_entered_twice_in_any_spelling_is_one_entity(app, team):
     assert count(Entity) == 1 and count(Identifier) == 1 and count(CaseEntity) == 1
     ident = db.session.scalars(select(Identifier)).one()
     assert (ident.kind, ident.value) == ("phone", "+13125550199")
-    assert first.label == "+1 312-555-0199"  # defaults to the identifier as displayed
+    # defaults to the identifier as displayed
+    assert first.in_case(team.case_id).label == "+1 312-555-0199"
 
 
 def test_an_identifier_entered_in_a_second_case_attaches_the_existing_entity(app, team):
@@ -81,7 +82,9 @@ def test_an_identifier_entered_in_a_second_case_attaches_the_existing_entity(app
     assert count(Entity) == 1
     assert sorted(ce.case_id for ce in db.session.scalars(select(CaseEntity))) == sorted(
         [team.case_id, other_case])
-    assert db.session.get(Entity, first.id).label != "burner"  # another case's entry kept
+    shared = db.session.get(Entity, first.id)
+    assert shared.in_case(team.case_id).label != "burner"  # another case's entry kept
+    assert shared.in_case(other_case).label == "burner"  # each case its own words
     audit = db.session.scalars(select(AuditEvent).where(AuditEvent.action == "entity.attach")
                                ).one()
     assert audit.case_id == other_case
@@ -111,7 +114,8 @@ def test_new_identifiers_join_the_existing_entity(app, team):
                               props={"make": "Toyota", "color": "grey"})
     assert same.id == car.id
     assert sorted(i.kind for i in same.identifiers) == ["vehicle_plate", "vin"]
-    assert same.props == {"make": "Honda", "color": "grey"}  # filled in, never overwritten
+    # filled in, never overwritten
+    assert same.in_case(team.case_id).props == {"make": "Honda", "color": "grey"}
 
 
 def test_identifiers_of_two_different_entities_cannot_make_a_third(app, team):
@@ -277,9 +281,12 @@ def test_a_survivor_shared_with_another_case_stays_hidden_there(app, team):
                               identifiers=[("person", "Maria Lopez|" + _years_ago(16))],
                               case_role="witness")
     assert same.id == survivor.id
-    # the other case's lead is a lead of *that* case: may see survivors there
+    # the other case's lead is a lead of *that* case: may see survivors there, as that
+    # case entered her (the name and DOB it typed), never what the first case wrote
     case = db.session.get(Case, other_case)
-    assert schemas.entity_out(same, actor=other, case=case)["label"] == "Maria Lopez"
+    seen = schemas.entity_out(same, actor=other, case=case)
+    assert seen["label"] == f"Maria Lopez (DOB {_years_ago(16)})"
+    assert seen["props"] == {} and seen["role"] == "witness"
     inv_user, inv = person(agency=team.other_agency)
     cases.add_member(actor=other, case_id=other_case, user_id=inv_user.id,
                      case_role="investigator")
@@ -319,12 +326,15 @@ def test_audit_records_carry_ids_not_names(app, team):
 @pytest.mark.parametrize("years,minor", [(10, True), (17, True), (18, False), (40, False)])
 def test_minor_is_derived_from_the_date_of_birth(app, team, years, minor):
     p = add_person(team.lead[1], team.case_id, f"Person {years}", dob=_years_ago(years))
-    assert p.minor is minor
+    case = db.session.get(Case, team.case_id)
+    assert schemas.entity_out(p, actor=team.lead[1], case=case)["minor"] is minor
     assert outbox.entity_row(p)["minor"] is minor
 
 
 def test_no_date_of_birth_is_not_a_minor(app, team):
-    assert add_person(team.lead[1], team.case_id, "No Dob").minor is False
+    p = add_person(team.lead[1], team.case_id, "No Dob")
+    case = db.session.get(Case, team.case_id)
+    assert schemas.entity_out(p, actor=team.lead[1], case=case)["minor"] is False
 
 
 # Links -----------------------------------------------------------------------------------
@@ -490,7 +500,8 @@ def test_projection_rows_hold_no_survivor_identity(app, team):
     survivor = _survivor(team)
     row = outbox.entity_row(db.session.get(Entity, survivor.id))
     assert row == {"id": f"ent-{survivor.id}", "kind": "person", "label": survivor.pseudonym,
-                   "cases": [team.case_id], "survivor": True, "minor": True}
+                   "cases": [team.case_id], "case_labels": [survivor.pseudonym],
+                   "survivor": True, "minor": True}
 
 
 def test_a_synthetic_network_enters_through_the_service(app, team):
@@ -505,4 +516,5 @@ def test_a_synthetic_network_enters_through_the_service(app, team):
     victims = [ids[e.id] for e in network.by_role("victim")]
     assert all(PSEUDONYM.fullmatch(db.session.get(Entity, i).pseudonym) for i in victims)
     minors = {ids[m] for m in network.minors}
-    assert {i for i in victims if db.session.get(Entity, i).minor_on(network.start)} == minors
+    assert {i for i in victims
+            if db.session.get(Entity, i).in_case(team.case_id).minor_on(network.start)} == minors

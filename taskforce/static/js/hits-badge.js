@@ -62,7 +62,7 @@
           tr.appendChild(cell(mine.filter((s) => s.case).map((s) => s.case.number).join(", ") || "—", "mono"));
           tr.appendChild(cell(others.map((s) => s.agency).join(", ")));
           tr.appendChild(cell(others.map((s) => pocText(s.poc)).join(" / ")));
-          tr.appendChild(cell(others.map((s) => s.identifier_kind.replace(/_/g, " ")).join(", ")));
+          tr.appendChild(cell(others.map((s) => s.operation_kind_label || s.identifier_kind.replace(/_/g, " ")).join(", ")));
           tr.appendChild(cell(h.created_at ? h.created_at.replace("T", " ").slice(0, 16) + " UTC" : ""));
           body.appendChild(tr);
         }

@@ -229,18 +229,14 @@ def time_ours(qs: list[dict], now: datetime) -> tuple[dict, list[set[int]], int]
         run(q)
         db.session.rollback()
     ms, answers, conflicts = [], [], 0
-    by_class: dict[str, list[float]] = {"radius_up_to_3km": [], "radius_over_3km": []}
     for q in qs[WARMUP:]:
         t0 = time.perf_counter()
         found = run(q)
         ms.append((time.perf_counter() - t0) * 1000)
-        by_class["radius_up_to_3km" if q["radius_m"] <= 3000 else "radius_over_3km"].append(
-            ms[-1])
         answers.append({op.id for op, _ in found})
         conflicts += len(found)
         db.session.rollback()
-    out = latency(ms) | {"by_radius": {k: latency(v) for k, v in by_class.items() if v}}
-    return out, answers, conflicts
+    return latency(ms), answers, conflicts
 
 
 def time_naive(qs: list[dict], now: datetime) -> tuple[dict, list[set[int]]]:

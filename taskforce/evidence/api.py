@@ -39,6 +39,7 @@ from taskforce.evidence.schemas import (
     ItemDetailOut,
     ItemOut,
     LegalHoldOut,
+    MyGrantOut,
     PackageIn,
     PackageOut,
     PhysicalIn,
@@ -359,6 +360,14 @@ def request_package(case_id: int, json_data):
         responses={404: NOT_FOUND})
 def list_packages(case_id: int):
     return packages.list_packages(actor=current_actor(), case_id=case_id)
+
+
+@bp.get("/packages")
+@signed_in
+@bp.output(MyGrantOut(many=True))
+@bp.doc(summary="The packages shared with you, with each one's expiry (expired ones too)")
+def my_packages():
+    return packages.my_packages(actor=current_actor())
 
 
 @bp.get("/packages/<int:package_id>")

@@ -136,45 +136,9 @@ def bates_label(prefix: str, number: int) -> str:
     return f"{prefix}-{number:0{BATES_DIGITS}d}"
 
 
-def _overlay(width: float, height: float, label: str) -> Any:
-    """A one-page PDF of the given size (points) with the label at the bottom right."""
-    from fpdf import FPDF
-    from pypdf import PdfReader
-
-    pdf = FPDF(unit="pt", format=(width, height))
-    pdf.set_auto_page_break(False)
-    pdf.set_margins(0, 0, 0)
-    pdf.add_page()
-    pdf.set_font("Helvetica", "B", 9)
-    text_w = pdf.get_string_width(label) + 8
-    pdf.set_fill_color(255, 255, 255)
-    pdf.set_xy(max(width - text_w - 18, 0), max(height - 24, 0))
-    pdf.cell(text_w, 13, label, border=1, align="C", fill=True)
-    return PdfReader(io.BytesIO(bytes(pdf.output()))).pages[0]
-
-
 def stamp_pdf(source: Any, prefix: str, start: int) -> tuple[bytes, int]:
-    """Stamp `prefix-000start`, +1 per page, on every page; (stamped PDF, pages)."""
-    from pypdf import PdfReader, PdfWriter, Transformation
-
-    reader = PdfReader(source)
-    if reader.is_encrypted:
-        raise ValueError("the PDF is encrypted")
-    writer = PdfWriter(clone_from=reader)
-    for index, page in enumerate(writer.pages):
-        box = page.mediabox
-        width, height = float(box.width), float(box.height)
-        rotation = (page.get("/Rotate") or 0) % 360
-        if rotation in (90, 270):  # the stamp sits at the bottom right as the page is viewed
-            page.transfer_rotation_to_content()
-            box = page.mediabox
-            width, height = float(box.width), float(box.height)
-        overlay = _overlay(width, height, bates_label(prefix, start + index))
-        page.merge_transformed_page(
-            overlay, Transformation().translate(float(box.left), float(box.bottom)))
-    out = io.BytesIO()
-    writer.write(out)
-    return out.getvalue(), len(writer.pages)
+    """Stamp a PDF we generated ourselves (in this process): see reports.stamp_pdf."""
+    return reports.stamp_pdf(source, prefix, start, label=bates_label)
 
 
 def page_count(data: bytes) -> int:
@@ -338,7 +302,7 @@ def write_package(path: Path, spec: PackageSpec, key: Ed25519PrivateKey, *,
             if entry.open_bytes is not None:
                 name = f"items/{entry.number}/{_safe_name(entry.filename, entry.number + '.bin')}"
                 is_pdf = entry.content_type == "application/pdf"
-                spool = tempfile.TemporaryFile() if is_pdf and (  # noqa: SIM115
+                spool = tempfile.NamedTemporaryFile(suffix=".pdf") if is_pdf and (  # noqa: SIM115
                     entry.size or 0) <= STAMP_MAX_BYTES \
                     else None
                 try:
@@ -350,10 +314,12 @@ def write_package(path: Path, spec: PackageSpec, key: Ed25519PrivateKey, *,
                             f"but {entry.sha256} ({entry.size} bytes) was recorded")
                     doc["file"] = name
                     if spool is not None:
-                        spool.seek(0)
-                        try:
-                            stamped, pages = stamp_pdf(spool, spec.bates_prefix, bates_next)
-                        except Exception as e:  # noqa: BLE001  (hostile or broken PDFs)
+                        spool.flush()
+                        try:  # an item's PDF is hostile input: stamped in a bounded child
+                            stamped, pages = reports.stamp_pdf_bounded(
+                                spool.name, spec.bates_prefix, bates_next,
+                                digits=BATES_DIGITS)
+                        except ValueError as e:
                             result.notes.append(f"{entry.number}: not Bates-stamped ({e})"[:300])
                         else:
                             bname = f"bates/{entry.number}.pdf"
@@ -456,7 +422,7 @@ def _csv_cell(value: Any) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-# --- the service: asking for, building, sharing and downloading packages ------------------------------------------------------------------
+# --- the service: asking for, building, sharing and downloading packages -----------
 
 PACKAGE_ITEMS_MAX = 1000
 GRANT_DAYS_MAX = 366

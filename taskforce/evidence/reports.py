@@ -1,15 +1,24 @@
-"""Documents: the custody report and the Rule 902(14) certification, as PDF (fpdf2).
+"""Documents: the custody report and the Rule 902(14) certification, as PDF (fpdf2),
+and Bates numbers stamped on PDF pages (pypdf + an fpdf2 overlay).
 
 Pure: these functions take plain values (already loaded and redacted by the
-service) and return PDF bytes. Nothing here reads the database or a request.
+service) and return PDF bytes. Nothing here reads the database or a request,
+and only the standard library and fpdf2 are imported at module level: an
+item's PDF (hostile input) is stamped by this very file run as a script in a
+child process with a time and a memory bound (`stamp_pdf_bounded`).
 `Redactor` is the one place that hides survivor identities in generated text:
 every text that goes into a report, a manifest or a generated page passes it.
 """
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
-from collections.abc import Iterable, Iterator
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,6 +142,124 @@ def redacted(rows: Any, redact: Redactor) -> Any:
     if isinstance(rows, list):
         return [Redacted(r, redact) for r in rows]
     return Redacted(rows, redact)
+
+
+# --- Bates numbers -----------------------------------------------------------------------
+
+STAMP_TIME_LIMIT_S = 120.0
+STAMP_MEMORY_LIMIT_BYTES = 1536 * 1024 * 1024
+STAMP_MAX_PAGES = 20_000  # a PDF claiming more pages (a hostile page tree) is not stamped
+
+
+def _label(prefix: str, number: int, digits: int = 6) -> str:
+    return f"{prefix}-{number:0{digits}d}"
+
+
+def _overlay(width: float, height: float, label: str) -> Any:
+    """A one-page PDF of the given size (points) with the label at the bottom right."""
+    from pypdf import PdfReader
+
+    pdf = FPDF(unit="pt", format=(width, height))
+    pdf.set_auto_page_break(False)
+    pdf.set_margins(0, 0, 0)
+    pdf.add_page()
+    pdf.set_font("Helvetica", "B", 9)
+    text_w = pdf.get_string_width(label) + 8
+    pdf.set_fill_color(255, 255, 255)
+    pdf.set_xy(max(width - text_w - 18, 0), max(height - 24, 0))
+    pdf.cell(text_w, 13, label, border=1, align="C", fill=True)
+    return PdfReader(io.BytesIO(bytes(pdf.output()))).pages[0]
+
+
+def stamp_pdf(source: Any, prefix: str, start: int,
+              label: Callable[[str, int], str] = _label) -> tuple[bytes, int]:
+    """Stamp `prefix-000start`, +1 per page, at the bottom right of every page as it is
+    viewed; (stamped PDF, pages). Raises ValueError for a PDF it will not stamp."""
+    from pypdf import PdfReader, PdfWriter, Transformation
+
+    reader = PdfReader(source)
+    if reader.is_encrypted:
+        raise ValueError("the PDF is encrypted")
+    if len(reader.pages) > STAMP_MAX_PAGES:
+        raise ValueError(f"more than {STAMP_MAX_PAGES:,} pages")
+    writer = PdfWriter(clone_from=reader)
+    for index, page in enumerate(writer.pages):
+        if (page.get("/Rotate") or 0) % 360:
+            page.transfer_rotation_to_content()
+        box = page.mediabox
+        overlay = _overlay(float(box.width), float(box.height), label(prefix, start + index))
+        page.merge_transformed_page(
+            overlay, Transformation().translate(float(box.left), float(box.bottom)))
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue(), len(writer.pages)
+
+
+def _limits(memory: int, cpu_seconds: int) -> Callable[[], None]:
+    def apply() -> None:  # in the child, between fork and exec
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        os.setsid()
+    return apply
+
+
+def stamp_pdf_bounded(path: str, prefix: str, start: int, *, digits: int = 6,
+                      time_limit: float = STAMP_TIME_LIMIT_S,
+                      memory_limit: int = STAMP_MEMORY_LIMIT_BYTES) -> tuple[bytes, int]:
+    """Stamp the PDF at `path` in a child process (this file run as a script) that is
+    killed past `time_limit` or `memory_limit`: a broken, encrypted or hostile PDF
+    raises ValueError with the reason, and never crashes or hangs the caller."""
+    fd, out_path = tempfile.mkstemp(prefix="bates-", suffix=".pdf")
+    os.close(fd)
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8"}
+    try:
+        proc = subprocess.Popen(  # our own interpreter and file, no shell
+            [sys.executable, "-I", os.path.abspath(__file__), "--stamp", path, out_path,
+             prefix, str(start), str(digits)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, preexec_fn=_limits(memory_limit, int(time_limit) + 1),  # noqa: PLW1509
+            close_fds=True)
+        try:
+            out, err = proc.communicate(timeout=time_limit)
+        except subprocess.TimeoutExpired:
+            import signal
+
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                proc.kill()
+            proc.wait()
+            raise ValueError(f"still stamping after {time_limit:g} s (a hostile or damaged "
+                             "PDF)") from None
+        if proc.returncode != 0:
+            lines = err.decode("utf-8", "replace").strip().splitlines()
+            why = lines[-1][:200] if lines and proc.returncode > 0 else (
+                f"killed by signal {-proc.returncode} (over the time or memory bound)")
+            raise ValueError(f"the PDF could not be read: {why}")
+        with open(out_path, "rb") as f:
+            return f.read(), int(out.decode().strip())
+    finally:
+        os.unlink(out_path)
+
+
+def _stamp_child(argv: list[str]) -> int:
+    src, dst, prefix, start, digits = argv
+    try:
+        data, pages = stamp_pdf(src, prefix, int(start),
+                                label=lambda p, n: _label(p, n, int(digits)))
+    except ValueError as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001  (any parser failure is the PDF's fault)
+        print(f"{type(e).__name__}: {e}"[:300], file=sys.stderr)
+        return 3
+    with open(dst, "wb") as f:
+        f.write(data)
+    print(pages)
+    return 0
 
 
 # --- PDF basics ---------------------------------------------------------------------------
@@ -393,3 +520,9 @@ def certification(*, package_number: str, case_number: str, agency: str,
     pdf.ln(3)
     pdf.para("Printed name: _____________________________      Title: _______________", 9)
     return bytes(pdf.output())
+
+
+if __name__ == "__main__":  # the bounded child of stamp_pdf_bounded
+    if len(sys.argv) == 7 and sys.argv[1] == "--stamp":
+        sys.exit(_stamp_child(sys.argv[2:]))
+    sys.exit("usage: reports.py --stamp IN OUT PREFIX START DIGITS")

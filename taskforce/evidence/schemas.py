@@ -281,3 +281,10 @@ class VerifyOut(Schema):
     actual_size = Integer(allow_none=True)
     problem = String(allow_none=True)
     message = String()
+
+
+class MyGrantOut(Schema):
+    id = Integer()
+    expires_at = DateTime()
+    granted_by = Nested(PersonRef, allow_none=True)
+    package = Nested(PackageOut)

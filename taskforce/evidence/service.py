@@ -497,6 +497,8 @@ class EvidencePage:
     can_hold: bool = False
     can_build_package: bool = False
     packages: list[Package] | None = None
+    # for victim specialists: the case's survivors and which are released for packages
+    survivors: list[dict[str, Any]] | None = None
 
 
 def evidence_page(*, actor: Actor, case_id: Any) -> EvidencePage:
@@ -514,7 +516,16 @@ def evidence_page(*, actor: Actor, case_id: Any) -> EvidencePage:
     audit.record(actor=actor, action="evidence.list", object_type="case", object_id=case.id,
                  case_id=case.id, details={"items": len(items)})
     db.session.commit()
+    survivors = None
+    if policy.can_release_survivor(actor, case):
+        released = set(db.session.scalars(select(SurvivorRelease.entity_id).where(
+            SurvivorRelease.case_id == case.id)))
+        survivors = [{"entity_id": entity.id, "pseudonym": entity.pseudonym,
+                      "name": (_names_of(ce, entity) or ["(no name)"])[0],
+                      "released": entity.id in released}
+                     for ce, entity in _survivor_rows(case.id)]
     return EvidencePage(case=case, items=reports.redacted(items, redactor_for(actor, case)),
+                        survivors=survivors,
                         can_add=level >= WRITE and case.status != "closed",
                         legal_hold=active_legal_hold(case.id),
                         can_hold=policy.can_set_legal_hold(actor, level),

@@ -278,6 +278,18 @@ def legal_hold(case_id: int):
     return redirect(url_for(".case_evidence", case_id=case_id, _anchor="hold"))
 
 
+@bp.post("/cases/<int:case_id>/evidence/survivor-releases")
+@requires("victim_specialist")
+def survivor_release(case_id: int):
+    try:
+        service.release_survivor_identity(actor=current_actor(), case_id=case_id,
+                                          entity_id=_form("entity_id"), reason=_form("reason"))
+    except (Invalid, Conflict) as err:
+        return _case_page(case_id, failed="survivors", error=err, status=err.status)
+    flash("Released: packages built from now on show this survivor's identity.", "success")
+    return redirect(url_for(".case_evidence", case_id=case_id, _anchor="survivors"))
+
+
 @bp.post("/cases/<int:case_id>/evidence/packages")
 @signed_in
 def request_package(case_id: int):

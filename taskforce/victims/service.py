@@ -36,6 +36,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import aliased
 
 from taskforce.accounts.models import User, UserRole, utcnow
 from taskforce.accounts.permissions import Actor
@@ -71,6 +72,7 @@ NOTE_MAX = 2000
 PER_PAGE = 50
 PER_PAGE_MAX = 200
 LINKS_PER_ENTITY_MAX = 2000  # a hub's links looked at when it joins a case
+CHUNK = 500  # ids per IN (...): well under SQLite's limit on bound parameters
 _NOT_FOUND = "No such alert, or it is not addressed to you."
 
 
@@ -166,25 +168,33 @@ def _from_membership(facts: _Facts, ce: Any, cases: dict[int, Case | None]) -> N
 
 def _one_link_from_members(facts: _Facts, memberships: Sequence[Any]) -> None:
     """Whatever joined a case (a phone, an account, a place...): a survivor linked to it
-    in another case is now one link from this case's entities. One query per case."""
-    from taskforce.graph.models import Link
+    in another case is now one link from this case's entities. Only links whose other
+    end is a person can matter, so only those are read, a chunk of ids at a time."""
+    from taskforce.graph.models import Entity, Link
 
     by_case: dict[int, set[int]] = defaultdict(set)
     for ce in memberships:
         by_case[ce.case_id].add(ce.entity_id)
+    other = aliased(Entity)
     for case_id, entity_ids in sorted(by_case.items()):
-        ids = sorted(entity_ids)
-        links = db.session.scalars(
-            select(Link).where(or_(Link.source_id.in_(ids), Link.target_id.in_(ids)),
-                               Link.case_id != case_id)
-            .order_by(Link.id).limit(LINKS_PER_ENTITY_MAX * len(ids)))
-        for link in links:
-            for member, other_end in ((link.source, link.target), (link.target, link.source)):
-                if member is None or other_end is None or member.id not in entity_ids:
-                    continue
-                if facts.subject(other_end) and not _in_case(other_end, case_id):
-                    facts.add(other_end, case_id, link.case_id, "one_link", f"l{link.id}",
-                              link_type=link.type, link_id=link.id)
+        for chunk in _chunks(sorted(entity_ids)):
+            for mine_col, other_col in ((Link.source_id, Link.target_id),
+                                        (Link.target_id, Link.source_id)):
+                links = db.session.scalars(
+                    select(Link).join(other, other.id == other_col)
+                    .where(mine_col.in_(chunk), Link.case_id != case_id,
+                           other.kind == "person")
+                    .order_by(Link.id).limit(LINKS_PER_ENTITY_MAX * len(chunk)))
+                for link in links:
+                    other_end = link.target if mine_col is Link.source_id else link.source
+                    if facts.subject(other_end) and not _in_case(other_end, case_id):
+                        facts.add(other_end, case_id, link.case_id, "one_link", f"l{link.id}",
+                                  link_type=link.type, link_id=link.id)
+
+
+def _chunks(ids: Sequence[Any], size: int = CHUNK) -> Iterable[list[Any]]:
+    for i in range(0, len(ids), size):
+        yield list(ids[i:i + size])
 
 
 def _from_link(facts: _Facts, link: Any) -> None:
@@ -209,19 +219,39 @@ def _alert_key(fact: _Fact, agency_id: int) -> str:
 
 
 def evaluate(*, case_entity_ids: Iterable[int] = (), link_ids: Iterable[int] = (),
-             entity_ids: Iterable[int] = ()) -> list[SurvivorAlert]:
+             entity_ids: Iterable[int] = (), bulk: Iterable[tuple[str, int, int]] = ()
+             ) -> list[SurvivorAlert]:
     """Raise the alerts these memberships, links and entities call for; return the new
-    ones. Idempotent: facts already alerted are skipped (and a concurrent evaluation
-    that raised the same alert first makes this one retry and skip it)."""
+    ones. `bulk` names rows a bulk insert wrote: (kind, case id, the table's highest id
+    before it). Idempotent: facts already alerted are skipped (and a concurrent
+    evaluation that raised the same alert first makes this one retry and skip it)."""
+    ce_ids, link_ids = set(case_entity_ids), set(link_ids)
+    for kind, case_id, floor in bulk:
+        more_ce, more_links = _bulk_rows(kind, int(case_id), int(floor))
+        ce_ids.update(more_ce)
+        link_ids.update(more_links)
     for attempt in (1, 2):
         try:
-            return _evaluate(sorted(set(case_entity_ids)), sorted(set(link_ids)),
-                             sorted(set(entity_ids)))
+            return _evaluate(sorted(ce_ids), sorted(link_ids), sorted(set(entity_ids)))
         except IntegrityError:
             db.session.rollback()
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
+
+
+def _bulk_rows(kind: str, case_id: int, floor: int) -> tuple[list[int], list[int]]:
+    from taskforce.graph.models import CaseEntity, Entity, Link
+
+    if kind == "case_entities":
+        return list(db.session.scalars(select(CaseEntity.id).where(
+            CaseEntity.case_id == case_id, CaseEntity.id > floor))), []
+    # Only a link with a person at one end can touch a survivor or a minor.
+    src, tgt = aliased(Entity), aliased(Entity)
+    return [], list(db.session.scalars(
+        select(Link.id).join(src, src.id == Link.source_id).join(tgt, tgt.id == Link.target_id)
+        .where(Link.case_id == case_id, Link.id > floor,
+               or_(src.kind == "person", tgt.kind == "person"))))
 
 
 def _evaluate(ce_ids: list[int], link_ids: list[int], entity_ids: list[int]
@@ -230,17 +260,16 @@ def _evaluate(ce_ids: list[int], link_ids: list[int], entity_ids: list[int]
 
     facts = _Facts(today=now().date())
     cases: dict[int, Case | None] = {}
-    memberships = list(db.session.scalars(select(CaseEntity).where(CaseEntity.id.in_(ce_ids)))) \
-        if ce_ids else []
-    links = list(db.session.scalars(select(Link).where(Link.id.in_(link_ids)))) \
-        if link_ids else []
-    if entity_ids:  # an entity that became a survivor or a minor: everything it touches
+    memberships = [ce for chunk in _chunks(ce_ids) for ce in db.session.scalars(
+        select(CaseEntity).where(CaseEntity.id.in_(chunk)))]
+    links = [lk for chunk in _chunks(link_ids) for lk in db.session.scalars(
+        select(Link).where(Link.id.in_(chunk)))]
+    for chunk in _chunks(entity_ids):  # became a survivor or a minor: everything it touches
         memberships += db.session.scalars(
-            select(CaseEntity).where(CaseEntity.entity_id.in_(entity_ids)))
+            select(CaseEntity).where(CaseEntity.entity_id.in_(chunk)))
         links += db.session.scalars(
-            select(Link).where(or_(Link.source_id.in_(entity_ids),
-                                   Link.target_id.in_(entity_ids)))
-            .order_by(Link.id).limit(LINKS_PER_ENTITY_MAX))
+            select(Link).where(or_(Link.source_id.in_(chunk), Link.target_id.in_(chunk)))
+            .order_by(Link.id).limit(LINKS_PER_ENTITY_MAX * len(chunk)))
     for ce in memberships:
         _from_membership(facts, ce, cases)
     _one_link_from_members(facts, memberships)
@@ -257,8 +286,8 @@ def _evaluate(ce_ids: list[int], link_ids: list[int], entity_ids: list[int]
             continue
         for agency_id in _concerned_agencies(case):
             wanted[_alert_key(fact, agency_id)] = (fact, agency_id)
-    seen = set(db.session.scalars(select(SurvivorAlert.key)
-                                  .where(SurvivorAlert.key.in_(list(wanted))))) if wanted else set()
+    seen = {key for chunk in _chunks(sorted(wanted)) for key in db.session.scalars(
+        select(SurvivorAlert.key).where(SurvivorAlert.key.in_(chunk)))}
     at = now()
     created: list[SurvivorAlert] = []
     for key, (fact, agency_id) in wanted.items():

@@ -421,3 +421,44 @@ def test_with_neo4j_down_the_graph_draws_and_expand_says_why(live_server, page, 
     finally:
         app.config["NEO4J_URI"] = real_uri
         client.close(app)
+
+
+def test_shared_connections_of_two_picked_nodes(live_server, page, world):
+    sign_in(page, live_server, world.investigator)
+    open_graph(page, live_server, world.case_id)
+    page.locator("#graph-expand-on-click").uncheck()
+    click_node(page, world.ids["dante"])
+    click_node(page, world.ids["phone2"])
+    page.locator("#graph-shared").click()
+    # the trafficker's phone called the survivor's phone: it is what the two share
+    status = page.get_by_test_id("graph-status")
+    expect(status).to_contain_text("Shared connections of Dante Reyes and ")
+    expect(status).to_contain_text("+1 312-555-0101")
+    idle(page)
+    lit = page.evaluate("() => window.networkGraph.cy.nodes('.on-path').map(n => n.data('entity'))")
+    assert sorted(lit) == sorted([world.ids["dante"], world.ids["phone2"], world.ids["phone1"]])
+
+
+def test_follow_calls_forward_in_time_from_a_picked_phone(live_server, page, world):
+    la = actor_for(world.lead.user)
+    phone3 = add_phone(la, world.case_id, "(312) 555-0103")
+    phone4 = add_phone(la, world.case_id, "(312) 555-0104")
+    for source, target, when in ((world.ids["phone2"], phone3.id, "2025-03-10"),
+                                 # before the call that reached phone 2: not a chain
+                                 (world.ids["phone2"], phone4.id, "2025-02-20")):
+        service.add_link(actor=la, case_id=world.case_id, source_id=source, target_id=target,
+                         type="CALLED", first_seen=when, last_seen=when)
+    sign_in(page, live_server, world.investigator)
+    open_graph(page, live_server, world.case_id)
+    page.locator("#graph-expand-on-click").uncheck()
+    flow = page.locator("#graph-flow")
+    expect(flow).to_be_disabled()
+    click_node(page, world.ids["phone1"])
+    flow.click()
+    status = page.get_by_test_id("graph-status")
+    expect(status).to_contain_text("2 chains going forward in time from +1 312-555-0101")
+    expect(status).to_contain_text("+1 312-555-0103 (CALLED 2025-03-02, CALLED 2025-03-10)")
+    idle(page)
+    lit = page.evaluate("() => window.networkGraph.cy.nodes('.on-path').map(n => n.data('entity'))")
+    assert sorted(lit) == sorted([world.ids["phone1"], world.ids["phone2"], phone3.id])
+    assert phone4.id not in lit

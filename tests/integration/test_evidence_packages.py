@@ -4,6 +4,7 @@ the evidence store under its own hash, verifies offline, and a changed file is n
 a legal hold is an S3 object legal hold, and disposal is refused while it is on."""
 from __future__ import annotations
 
+import io
 import zipfile
 
 import pytest
@@ -115,3 +116,45 @@ def test_a_legal_hold_is_an_object_legal_hold_and_blocks_disposal(app, world):
                     json={"method": "Wipe", "reason": "Closed"})
     assert resp.status_code == 200 and resp.get_json()["item"]["state"] == "disposed"
     assert get_store().exists(item["sha256"])  # the bytes stay under retention
+
+
+def test_the_package_is_built_by_the_real_celery_worker(celery_worker, tmp_path, capsys):
+    """The request commits and queues the job on Redis; the worker (another process,
+    the same database and evidence folder) builds, signs and stores the package."""
+    import time
+
+    from taskforce import create_app
+    from taskforce.evidence import packages
+    from taskforce.evidence.models import Package
+
+    app = create_app(environ=dict(celery_worker.environ))
+    with app.app_context():
+        from taskforce import evidence
+
+        assert not app.extensions["celery"].conf.task_always_eager
+        if "evidence" not in app.blueprints:
+            evidence.init_app(app)
+        db.create_all()
+        _user, lead = person()
+        case_id = make_case(lead)
+        from taskforce.evidence import service
+
+        item = service.ingest(actor=lead, case_id=case_id, stream=io.BytesIO(_pdf(3)),
+                              description="Subpoena return", filename="return.pdf")
+        package = packages.request_package(actor=lead, case_id=case_id, item_ids=[item.id])
+        assert package.status == "building"  # answered before the work is done
+        package_id = package.id
+        deadline = time.monotonic() + 90
+        while package.status == "building" and time.monotonic() < deadline:
+            time.sleep(0.3)
+            db.session.rollback()
+            package = db.session.get(Package, package_id, populate_existing=True)
+        assert package.status == "ready", package.error
+        dl = packages.download_package(actor=lead, package_id=package_id)
+        path = tmp_path / dl.filename
+        with open(path, "wb") as f:
+            f.writelines(dl.chunks)
+        assert verifier.main([str(path)]) == 0
+        assert "INTACT" in capsys.readouterr().out
+        db.session.remove()
+        db.engine.dispose()

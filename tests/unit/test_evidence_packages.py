@@ -296,3 +296,21 @@ def test_the_verifier_refuses_a_missing_signature_and_an_unlisted_file(team, tmp
     assert code == 1 and "items/planted.txt" in out
     code, out = run_verifier(capsys, tmp_path / "nope.zip")
     assert code == 1 and "not a readable ZIP" in out
+
+
+def test_item_pdfs_are_stamped_in_a_bounded_child(tmp_path):
+    from taskforce.evidence import reports
+
+    good = tmp_path / "good.pdf"
+    good.write_bytes(pdf_bytes("one", "two"))
+    data, pages = reports.stamp_pdf_bounded(str(good), "AUSA", 41)
+    texts = [p.extract_text() for p in PdfReader(io.BytesIO(data)).pages]
+    assert pages == 2 and "AUSA-000041" in texts[0] and "AUSA-000042" in texts[1]
+    junk = tmp_path / "junk.pdf"
+    junk.write_bytes(b"%PDF-1.4\n" + b"\x00" * 500)
+    with pytest.raises(ValueError, match="could not be read"):
+        reports.stamp_pdf_bounded(str(junk), "AUSA", 1)
+    with pytest.raises(ValueError, match="still stamping"):
+        reports.stamp_pdf_bounded(str(good), "AUSA", 1, time_limit=0.01)
+    with pytest.raises(ValueError):  # the memory bound ends it, not the caller
+        reports.stamp_pdf_bounded(str(good), "AUSA", 1, memory_limit=64 * 1024 * 1024)

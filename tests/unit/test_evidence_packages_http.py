@@ -90,6 +90,9 @@ def test_expired_prosecutor_access_is_refused_with_a_message(world, monkeypatch)
                     json={"to_username": prosecutor.username, "expires_at": until.isoformat()})
     assert resp.status_code == 201, resp.get_json()
     pros = api_caller(app, prosecutor)
+    mine = pros.get("/api/v1/packages").get_json()
+    assert [g["package"]["id"] for g in mine] == [package_id]
+    assert pros.get(f"/api/v1/cases/{case_id}/packages").status_code == 404  # no case access
     assert pros.get(f"/api/v1/packages/{package_id}/content").status_code == 200
     monkeypatch.setattr(service, "now", lambda: until + timedelta(seconds=1))
     resp = pros.get(f"/api/v1/packages/{package_id}/content")
@@ -113,6 +116,7 @@ def test_pages_build_a_package_and_accept_a_hand_over_with_csrf(world):
     assert "Ready" in html and 'data-testid="download-package"' in html
     resp = page.get(package_url + "/download")
     assert resp.status_code == 200 and resp.data[:2] == b"PK"
+    assert b"No package is shared with you" in page.get("/packages").data
     # nothing selected: the page again with the message
     resp = page.post(f"/cases/{case_id}/evidence/packages", data={})
     assert resp.status_code == 422 and b"Choose at least one item" in resp.data
@@ -159,3 +163,31 @@ def test_role_gates_on_hold_dispose_and_survivor_release(world):
     assert resp.status_code == 200 and resp.get_json()["item"]["state"] == "checked_out"
     resp = api.post(f"/api/v1/evidence/{item_id}/seal", json={"seal_number": "S1"})
     assert resp.status_code == 409
+
+
+def test_a_victim_specialist_releases_a_survivor_on_the_case_page(ev_app):
+    from tests.factories_graph import add_person, ensure_graph_registered
+
+    ensure_graph_registered(ev_app)
+    agency = make_agency()
+    _lead_user, lead = person(agency=agency)
+    case_id = make_case(lead)
+    add_person(lead, case_id, "Philippa Oyelaran", role="victim")
+    page, specialist = browser(ev_app, user_roles=("victim_specialist",), agency=agency)
+    cases.add_member(actor=lead, case_id=case_id, user_id=specialist.id,
+                     case_role="victim_specialist")
+    html = page.get(f"/cases/{case_id}/evidence").data.decode()
+    assert 'data-testid="survivor-releases"' in html and "Philippa Oyelaran" in html
+    entity_id = int(html.split('name="entity_id" value="')[1].split('"')[0])
+    resp = page.post(f"/cases/{case_id}/evidence/survivor-releases",
+                     data={"entity_id": str(entity_id), "reason": ""})
+    assert resp.status_code == 422
+    resp = page.post(f"/cases/{case_id}/evidence/survivor-releases",
+                     data={"entity_id": str(entity_id), "reason": "She testifies"})
+    assert resp.status_code == 302
+    assert "Identity released" in page.get(f"/cases/{case_id}/evidence").data.decode()
+    # an investigator on the team sees no such section
+    inv_page, inv = browser(ev_app, agency=agency)
+    cases.add_member(actor=lead, case_id=case_id, user_id=inv.id, case_role="investigator")
+    html = inv_page.get(f"/cases/{case_id}/evidence").data.decode()
+    assert "survivor-releases" not in html and "Oyelaran" not in html

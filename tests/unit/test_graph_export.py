@@ -118,8 +118,9 @@ def test_an_investigator_gets_pseudonyms_for_the_survivor_and_her_phone(app, cas
     text = resp.get_data(as_text=True)
     for secret in ("Maria", "2009-05-05", "+13125550177", "555-0177", "Maria's cell"):
         assert secret not in text, (fmt, secret)
-    assert case["maria"].pseudonym in text
-    assert "Viktor Petrov" in text  # the rest of the case as entered
+    if fmt != "links.csv":  # links name their ends by id only
+        assert case["maria"].pseudonym in text
+        assert "Viktor Petrov" in text  # the rest of the case as entered
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -132,7 +133,7 @@ def test_outsiders_get_nothing_and_another_case_gets_only_its_own(app, case, fmt
     resp = _get(app, other_user, other_case, fmt)
     assert resp.status_code == 200
     text = resp.get_data(as_text=True)
-    assert "unknown caller" in text
+    assert "unknown caller" in text or fmt == "links.csv"
     for secret in ("trap phone", "Viktor", "Maria", "Sunset"):
         assert secret not in text
 

@@ -372,3 +372,34 @@ def test_a_witness_who_becomes_a_victim_is_alerted_then(app, world):
     assert {(a.agency_id, a.reason, a.role) for a in alerts} == {
         (world.spd.id, "in_case", "victim"), (world.fbi.id, "in_case", "victim")}
     assert all(a.survivor for a in alerts)
+
+
+def test_a_bulk_insert_as_imports_write_is_watched_too(app, world):
+    """Imports write links with `session.execute(insert(Link), rows)`: no objects are
+    flushed, so the hook reads the insert itself (do_orm_execute)."""
+    from sqlalchemy import insert
+
+    from taskforce.graph.models import CaseEntity, Link
+
+    survivor = add_survivor(world)
+    phones = [add_phone(world, f"(312) 555-01{n:02d}") for n in range(3)]
+    before = len(all_alerts())
+    rows = [{"case_id": world.case_a, "source_id": p.id, "target_id": survivor.id,
+             "type": "CALLED", "provenance_kind": "import", "provenance_ref": "import-1",
+             "count": 1, "confidence": 1.0} for p in phones]
+    rows.append({"case_id": world.case_a, "source_id": phones[0].id, "target_id": phones[1].id,
+                 "type": "CALLED", "provenance_kind": "import", "provenance_ref": "import-1",
+                 "count": 1, "confidence": 1.0})  # phone to phone: nobody to alert
+    db.session.execute(insert(Link), rows)
+    db.session.commit()
+    new = all_alerts()[before:]
+    assert sorted((a.reason, a.link_type, a.agency_id) for a in new) == sorted(
+        [("link", "CALLED", world.spd.id)] * 3 + [("link", "CALLED", world.fbi.id)] * 3)
+    # a bulk membership: case B takes one of those phones, the survivor is one link away
+    phone_b = phones[2]
+    db.session.execute(insert(CaseEntity), [{"case_id": world.case_b,
+                                             "entity_id": phone_b.id, "role": None}])
+    db.session.commit()
+    (seen,) = alerts_of(world, "spec_b")
+    assert seen["why"] == "one link from a case entity (CALLED)"
+    assert seen["label"] == survivor.pseudonym

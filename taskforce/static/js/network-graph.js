@@ -49,6 +49,8 @@
   const statusEl = document.getElementById("graph-status");
   const filtersForm = document.getElementById("graph-filters");
   const pathButton = document.getElementById("graph-path");
+  const sharedButton = document.getElementById("graph-shared");
+  const flowButton = document.getElementById("graph-flow");
   const selectedEl = document.getElementById("graph-selected");
   const keyList = document.getElementById("graph-key-list");
   const nodeList = document.getElementById("graph-node-list");
@@ -399,6 +401,8 @@
     }));
     if (!picked.length) selectedEl.textContent = "Click an entity to pick it (two for a path).";
     pathButton.disabled = picked.length !== 2;
+    sharedButton.disabled = picked.length !== 2;
+    flowButton.disabled = picked.length === 0;
     refreshList();
   }
 
@@ -469,6 +473,80 @@
       refreshList();
     } catch (err) {
       say(`Could not find a path: ${err.message}`, true);
+    }
+  });
+
+  sharedButton.addEventListener("click", async () => {
+    if (picked.length !== 2) return;
+    const flt = filters();
+    const names = picked.map((id) => cy.getElementById(nid(id)).data("label"));
+    say(`Looking for what ${names[0]} and ${names[1]} are both linked to…`);
+    try {
+      const result = await ask("/shared", { entity_id: picked, case_id: caseScope(flt) });
+      cy.elements().removeClass("on-path faded shown");
+      const found = result.shared || [];
+      const added = merge({ nodes: found.map((s) => s.entity),
+        edges: found.flatMap((s) => s.edges || []) }, cy.getElementById(nid(picked[0])));
+      if (added.nodes().length) await runLayout({ randomize: false, fit: false });
+      let lit = cy.collection();
+      picked.forEach((id) => { lit = lit.union(cy.getElementById(nid(id))); });
+      for (const s of found) {
+        lit = lit.union(cy.getElementById(nid(s.entity.id)));
+        (s.edges || []).forEach((e) => { lit = lit.union(cy.getElementById(eid(e.id))); });
+      }
+      if (!found.length) {
+        say(`${names[0]} and ${names[1]} share no connection among what you may see.`);
+        return;
+      }
+      lit.removeClass("filtered");
+      cy.elements().not(lit).addClass("faded");
+      lit.addClass("on-path");
+      say(`Shared connections of ${names[0]} and ${names[1]}: ` +
+        found.map((s) => cy.getElementById(nid(s.entity.id)).data("label")).join(", "));
+      refreshList();
+    } catch (err) {
+      say(`Could not find shared connections: ${err.message}`, true);
+    }
+  });
+
+  // Chains of calls or payments leaving the first picked entity in their own
+  // direction, each link dated no earlier than the one before (to the second, if picked).
+  flowButton.addEventListener("click", async () => {
+    if (!picked.length) return;
+    const [source, target] = picked;
+    const flt = filters();
+    const from = cy.getElementById(nid(source)).data("label");
+    const to = target ? cy.getElementById(nid(target)).data("label") : null;
+    say(`Following calls and payments from ${from}${to ? " to " + to : ""}…`);
+    try {
+      const result = await ask("/time-paths", { source, target: target || null, limit: 50,
+        max_hops: 4, case_id: caseScope(flt) });
+      cy.elements().removeClass("on-path faded shown");
+      const paths = result.paths || [];
+      if (!paths.length) {
+        say(`No chain of calls or payments going forward in time from ${from}` +
+          `${to ? " to " + to : ""} among what you may see.`);
+        return;
+      }
+      const added = merge({ nodes: paths.flatMap((p) => p.nodes),
+        edges: paths.flatMap((p) => p.edges) }, cy.getElementById(nid(source)));
+      if (added.nodes().length) await runLayout({ randomize: false, fit: false });
+      let lit = cy.collection();
+      for (const p of paths) {
+        p.nodes.forEach((n) => { lit = lit.union(cy.getElementById(nid(n.id))); });
+        p.edges.forEach((e) => { lit = lit.union(cy.getElementById(eid(e.id))); });
+      }
+      lit.removeClass("filtered");
+      cy.elements().not(lit).addClass("faded");
+      lit.addClass("on-path");
+      const longest = paths[paths.length - 1];
+      const steps = longest.edges.map((e) => `${e.type} ${String(e.first_seen).slice(0, 10)}`);
+      say(`${count(paths.length, "chain", "chains")} going forward in time from ${from}; ` +
+        `the longest: ${longest.nodes.map((n) => cy.getElementById(nid(n.id)).data("label"))
+          .join(" → ")} (${steps.join(", ")}).`);
+      refreshList();
+    } catch (err) {
+      say(`Could not follow calls and payments: ${err.message}`, true);
     }
   });
 

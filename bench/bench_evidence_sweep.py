@@ -19,7 +19,8 @@ scripts/services.py, bucket with object lock), same objects:
 
 Half the items are uploaded without a client hash (blob + pointer), half with
 one (bytes under the content key), as the API makes them. Runs alternate
-between ours and the baseline. Writes bench/results/evidence_sweep.json.
+between ours and the baseline. Writes bench/results/evidence_sweep.json
+(other sizes: evidence_sweep_<objects>x<size>.json).
 """
 from __future__ import annotations
 
@@ -175,7 +176,9 @@ def main() -> int:
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
                     "when": datetime.now(UTC).isoformat(timespec="seconds")},
     }
-    out = REPO / "bench" / "results" / "evidence_sweep.json"
+    default = (args.objects, size) == (16, 64 * 1024**2)
+    suffix = "" if default else f"_{args.objects}x{args.size.lower()}"
+    out = REPO / "bench" / "results" / f"evidence_sweep{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -1,22 +1,26 @@
 """taskforce: multi-agency human-trafficking task force.
 
-create_app() wires everything; nothing runs at import time.
+create_app() wires everything; nothing runs (or is imported) at import time, so
+a standalone tool of the package (the offline verifier) needs neither Flask nor the app.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from apiflask import APIFlask
-from flask import g
-
-import config
+if TYPE_CHECKING:
+    from apiflask import APIFlask
 
 
 def create_app(overrides: Mapping[str, Any] | None = None,
                environ: Mapping[str, str] | None = None) -> APIFlask:
+    from apiflask import APIFlask
+    from flask import g
+
+    import config
+
     instance = (environ or os.environ).get("TASKFORCE_INSTANCE") or None
     app = APIFlask(
         __name__, title="taskforce API", version="1",
@@ -50,7 +54,8 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     jobs.init_app(app)
 
     # Order matters: who is acting, then may they, then CSRF; audit after.
-    from taskforce import accounts, audit, deconfliction, evidence, graph, health, investigations
+    from taskforce import (
+        accounts, audit, deconfliction, evidence, graph, health, investigations, victims)
     from taskforce.accounts import permissions
 
     @app.before_request
@@ -66,9 +71,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     graph.init_app(app)
     evidence.init_app(app)
     deconfliction.init_app(app)
-    __import__("taskforce.victims", fromlist=["init_app"]).init_app(app)  # survivor alerts
+    victims.init_app(app)
     health.init_app(app)
     cli.init_app(app)
-    for name in ("investigations", "graph", "evidence", "deconfliction", "victims"):
-        __import__(f"taskforce.{name}")
     return app

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
+from datetime import date
 
+import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
@@ -30,6 +32,102 @@ def ensure_graph_registered(app: Flask) -> None:
         graph.init_app(app)
     else:  # the timeline source lives in the service module
         import taskforce.graph.service  # noqa: F401
+
+
+def years_ago(years: int, days: int = 0) -> str:
+    """A date of birth `years` ago today (the 28th at the latest, so it always exists),
+    minus `days`."""
+    from datetime import timedelta
+
+    today = date.today()
+    return (date(today.year - years, today.month, min(today.day, 28))
+            - timedelta(days=days)).isoformat()
+
+
+# Fixtures shared by the graph tests (import them by name into a test module) -------------
+
+@pytest.fixture(name="app_environ")
+def neo4j_down_environ(app_environ):
+    """Import into a test module to run it with Neo4j unreachable (its address refuses
+    connections): overrides `app_environ` there."""
+    return {**app_environ, "NEO4J_URI": closed_bolt_uri(), "NEO4J_PASSWORD": "unused"}
+
+
+@pytest.fixture(name="_graph_registered", autouse=True)
+def graph_registered(app):
+    """Import into a test module: the graph blueprints registered for every test there."""
+    ensure_graph_registered(app)
+
+
+@pytest.fixture(name="team")
+def team_fixture(app):
+    """Import into a test module: a `team` (make_team) for each test."""
+    return make_team()
+
+
+@pytest.fixture(scope="module")
+def graph_app(neo4j_service, tmp_path_factory):
+    """An app on the real Neo4j only (SQLite beside it, no db_backend parametrisation),
+    for the projection writer and the Cypher queries; the schema ensured once."""
+    from taskforce import create_app
+    from taskforce.graph import client, projection
+
+    workdir = tmp_path_factory.mktemp("graph")
+    app = create_app(environ={
+        "TASKFORCE_ENV": "test",
+        "TASKFORCE_INSTANCE": str(workdir / "instance"),
+        "SECRET_KEY": "test-only-secret-key-not-for-production",
+        "DATABASE_URL": f"sqlite:///{workdir / 'app.db'}",
+        **neo4j_service.env(),
+    })
+    with app.app_context():
+        projection.ensure_schema()
+    yield app
+    client.close(app)
+
+
+@pytest.fixture()
+def graph(graph_app):
+    """An app context on an empty graph (emptied again afterwards)."""
+    from taskforce.graph import projection
+
+    with graph_app.app_context():
+        projection.clear()
+        yield
+        projection.clear()
+
+
+def load_rows(entities: list[dict], links: list[dict]) -> None:
+    """Write projection rows straight into Neo4j (entities first)."""
+    from taskforce.graph import projection
+
+    projection.upsert_entities(entities)
+    projection.upsert_links(links)
+
+
+SYNTHETIC_ACCOUNT_KINDS = {"bank": "bank_account", "cash_app": "online_account",
+                           "crypto": "crypto_wallet", "social": "online_account",
+                           "email": "email"}
+
+
+def synthetic_rows(network, case_id: int, *,
+                   confidence: float = 1.0) -> tuple[list[dict], list[dict]]:
+    """A synthetic network (taskforce.graph.synthetic) as projection rows, its kinds in
+    the database's words, every entity and link in `case_id`."""
+    def kind(e) -> str:
+        if e.kind == "account":
+            return SYNTHETIC_ACCOUNT_KINDS[e.props["account_type"]]
+        return "organization" if e.kind == "business" else e.kind
+
+    entities = [{"id": e.id, "kind": kind(e), "label": e.props.get("name") or e.id,
+                 "cases": [case_id], "survivor": e.props.get("role") == "victim",
+                 "minor": e.id in network.minors} for e in network.entities.values()]
+    links = [{"id": lk.id, "type": lk.type, "source": lk.source, "target": lk.target,
+              "cases": [case_id], "first_seen": lk.props["first_seen"],
+              "last_seen": lk.props["last_seen"], "confidence": confidence,
+              "count": lk.props["count"], "amount": lk.props["amount"]}
+             for lk in network.links]
+    return entities, links
 
 
 def closed_bolt_uri() -> str:

@@ -74,10 +74,11 @@ class TargetRegistration(db.Model):
 
     __tablename__ = "target_registrations"
     __table_args__ = (
-        # idempotent per case + identifier (under one key scheme)
-        UniqueConstraint("case_id", "kind", "value_key", "scheme", name="case_identifier"),
-        # the exact check: an index seek on (kind, value_key)
-        Index("ix_target_registrations_kind_value", "kind", "value_key"),
+        # Idempotent per case + identifier (under one key scheme), and, led by
+        # (kind, value_key), also the exact check's index seek: one random-key
+        # index instead of two, which made bulk registration ~30% faster (COPY is
+        # mostly index upkeep; bench/bench_target_check.py).
+        UniqueConstraint("kind", "value_key", "case_id", "scheme", name="case_identifier"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

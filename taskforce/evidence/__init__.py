@@ -1,7 +1,8 @@
 """evidence: storage backends, streaming ingest, custody ledger, verification.
 
-Importing the package puts its tables in the metadata (create_app imports it);
-`init_app` registers the pages (/cases/<id>/evidence, /evidence/<id>), the
+The package imports nothing at import time, so the offline verifier
+(`taskforce-verify`, evidence/verify.py) runs without Flask or the app;
+`init_app` puts the tables in the metadata and registers the pages (/cases/<id>/evidence, /evidence/<id>), the
 JSON API (/api/v1/cases/<id>/evidence, /api/v1/evidence/<id>...), the
 "evidence" timeline source (service.py), the background jobs and the
 `flask evidence` commands. The store (local folder or S3) is built on first
@@ -9,15 +10,17 @@ use from the settings (storage.get_store).
 """
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
 
-from taskforce.evidence import models  # noqa: F401  (tables in the metadata)
+if TYPE_CHECKING:
+    from flask import Flask
 
 SWEEP_EVERY_SECONDS = 24 * 3600.0  # the integrity sweep re-hashes every stored object daily
 
 
 def init_app(app: Flask) -> None:
-    from taskforce.evidence import api, cli, service, tasks, views  # noqa: F401  (timeline, jobs)
+    from taskforce.evidence import (  # noqa: F401  (tables, timeline, jobs)
+        api, cli, models, service, tasks, views)
 
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)

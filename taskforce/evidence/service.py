@@ -1326,60 +1326,87 @@ class SweepCheck:
 
 def record_sweep_check(*, actor: Actor, item_id: int, actual_sha256: str | None,
                        actual_size: int | None, store_name: str) -> SweepCheck:
-    """The sweep re-hashed an item's stored bytes (SHA-256 and size: the MD5 is not
-    re-computed, the SHA-256 decides). Append VERIFIED with both hashes; on a
-    mismatch or missing bytes raise an IntegrityAlert to the case lead and the lead
-    agency's supervisors (once per distinct finding). One transaction; the emails
-    go after the commit and hold no identifiers."""
+    """One item's sweep result (see record_sweep_checks)."""
+    return record_sweep_checks(actor=actor, results=[(item_id, actual_sha256, actual_size)],
+                               store_name=store_name)[0]
+
+
+def record_sweep_checks(*, actor: Actor, results: list[tuple[int, str | None, int | None]],
+                        store_name: str) -> list[SweepCheck]:
+    """The sweep re-hashed these items' stored bytes: (item id, SHA-256 or None if the
+    bytes are missing, size). The MD5 is not re-computed: the SHA-256 decides.
+
+    Each item gets VERIFIED with both hashes. On a mismatch or missing bytes an
+    IntegrityAlert goes to the case lead and the lead agency's supervisors (once per
+    distinct finding) and the failure has an audit record of its own; the intact
+    items of the batch share one audit record naming them all. One transaction;
+    the emails go after the commit and hold no identifiers."""
     from taskforce.evidence.models import IntegrityAlert
 
-    item = db.session.get(EvidenceItem, item_id)
-    if item is None or not item.is_digital:
-        raise NotFound(_ITEM_NOT_FOUND)
-    case = db.session.get(Case, item.case_id)
-    problem = None
-    if actual_sha256 is None:
-        problem = "the stored bytes are missing"
-    elif actual_sha256 != item.sha256 or actual_size != item.size:
-        problem = "; ".join(
-            f"{name} recorded {want}, stored bytes give {got}"
-            for name, want, got in (("sha256", item.sha256, actual_sha256),
-                                    ("size", item.size, actual_size)) if want != got)
-    ok = problem is None
-    at = now()
-    ledger.append(db.session, item, kind="VERIFIED", at=at,
-                  place=f"evidence store ({store_name}) {item.storage_key}",
-                  reason="Integrity sweep: hash re-checked" if ok
-                  else "Integrity sweep: INTEGRITY FAILURE",
-                  details={"ok": ok, "expected_sha256": item.sha256,
-                           "actual_sha256": actual_sha256, "expected_md5": item.md5,
-                           "actual_md5": None, "expected_size": item.size,
-                           "actual_size": actual_size, "problem": problem, "via": "sweep"},
-                  user_id=None, username=actor.username, user_name="integrity sweep")
-    item.integrity = "ok" if ok else ("missing" if actual_sha256 is None else "mismatch")
-    item.last_verified_at = at
+    done: list[tuple[int, str, bool, str | None, list[IntegrityAlert]]] = []
     alerts: list[IntegrityAlert] = []
-    if not ok:
-        seen = db.session.scalar(select(func.count()).select_from(IntegrityAlert).where(
-            IntegrityAlert.item_id == item.id,
-            IntegrityAlert.actual_sha256.is_(None) if actual_sha256 is None
-            else IntegrityAlert.actual_sha256 == actual_sha256))
-        if not seen:
-            for user in _integrity_recipients(case):
-                alert = IntegrityAlert(item_id=item.id, case_id=case.id, user_id=user.id,
-                                       problem=problem, expected_sha256=item.sha256,
-                                       actual_sha256=actual_sha256, detected_at=at)
-                db.session.add(alert)
-                alerts.append(alert)
-    audit.record(actor=actor, action="evidence.sweep", outcome="success" if ok else "failed",
-                 object_type="evidence_item", object_id=item.id, case_id=case.id,
-                 details={"number": item.number, "ok": ok, "expected_sha256": item.sha256,
-                          "actual_sha256": actual_sha256, "alerts": len(alerts)})
-    _commit("Another change to this item got there first; try again.")
-    if alerts:
-        _send_integrity_notices([a.user for a in alerts])
-    return SweepCheck(item_id=item.id, number=item.number, ok=ok, problem=problem,
-                      alerted=[a.id for a in alerts])
+    intact: list[int] = []
+    for item_id, actual_sha256, actual_size in results:
+        item = db.session.get(EvidenceItem, item_id)
+        if item is None or not item.is_digital:
+            continue  # removed while its bytes streamed
+        problem = None
+        if actual_sha256 is None:
+            problem = "the stored bytes are missing"
+        elif actual_sha256 != item.sha256 or actual_size != item.size:
+            problem = "; ".join(
+                f"{name} recorded {want}, stored bytes give {got}"
+                for name, want, got in (("sha256", item.sha256, actual_sha256),
+                                        ("size", item.size, actual_size)) if want != got)
+        ok = problem is None
+        at = now()
+        ledger.append(db.session, item, kind="VERIFIED", at=at,
+                      place=f"evidence store ({store_name}) {item.storage_key}",
+                      reason="Integrity sweep: hash re-checked" if ok
+                      else "Integrity sweep: INTEGRITY FAILURE",
+                      details={"ok": ok, "expected_sha256": item.sha256,
+                               "actual_sha256": actual_sha256, "expected_md5": item.md5,
+                               "actual_md5": None, "expected_size": item.size,
+                               "actual_size": actual_size, "problem": problem, "via": "sweep"},
+                      user_id=None, username=actor.username, user_name="integrity sweep")
+        item.integrity = "ok" if ok else ("missing" if actual_sha256 is None else "mismatch")
+        item.last_verified_at = at
+        raised: list[IntegrityAlert] = []
+        if ok:
+            intact.append(item.id)
+        else:
+            case = db.session.get(Case, item.case_id)
+            seen = db.session.scalar(select(func.count()).select_from(IntegrityAlert).where(
+                IntegrityAlert.item_id == item.id,
+                IntegrityAlert.actual_sha256.is_(None) if actual_sha256 is None
+                else IntegrityAlert.actual_sha256 == actual_sha256))
+            if not seen:
+                for user in _integrity_recipients(case):
+                    alert = IntegrityAlert(item_id=item.id, case_id=case.id, user_id=user.id,
+                                           problem=problem, expected_sha256=item.sha256,
+                                           actual_sha256=actual_sha256, detected_at=at)
+                    db.session.add(alert)
+                    raised.append(alert)
+            audit.record(actor=actor, action="evidence.sweep", outcome="failed",
+                         object_type="evidence_item", object_id=item.id, case_id=case.id,
+                         details={"number": item.number, "ok": False,
+                                  "expected_sha256": item.sha256,
+                                  "actual_sha256": actual_sha256, "alerts": len(raised)})
+            alerts += raised
+        done.append((item.id, item.number, ok, problem, raised))
+    if intact:
+        audit.record(actor=actor, action="evidence.sweep", object_type="evidence_item",
+                     object_id=intact[0] if len(intact) == 1 else None,
+                     details={"ok": True, "items": intact})
+    db.session.flush()  # the alerts get their ids
+    checks = [SweepCheck(item_id=item_id, number=number, ok=ok, problem=problem,
+                         alerted=[a.id for a in raised])
+              for item_id, number, ok, problem, raised in done]
+    users = [a.user for a in alerts]
+    _commit("Another change to these items got there first; the next sweep checks them.")
+    if users:
+        _send_integrity_notices(users)
+    return checks
 
 
 def _integrity_recipients(case: Case) -> list[User]:

@@ -5,13 +5,15 @@ Jobs carry ids, not objects, and act as the system (Actor.system).
 The sweep streams every stored object back and re-hashes it (SHA-256 and
 size: the SHA-256 decides; MD5 would halve the speed for nothing). The
 bytes of the next items stream and hash on worker threads (socket reads
-and hashlib release the GIL) while this thread writes the VERIFIED event of
-the one before, so the database work hides behind the transfer. Then it
-removes orphaned uploads older than the grace period (storage.remove_orphans).
+and hashlib release the GIL) while this thread writes the VERIFIED events
+of the ones before, a batch per transaction, so the database work hides
+behind the transfer. Then it removes orphaned uploads older than the grace
+period (storage.remove_orphans).
 """
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,7 +32,10 @@ from taskforce.extensions import db
 from taskforce.jobs import job
 
 SWEEP_ACTOR = "integrity-sweep"
-SWEEP_AHEAD = 2  # objects streaming and hashing at once, ahead of the database writes
+SWEEP_STREAMS = 2  # objects streaming and hashing at once (threads)
+SWEEP_WINDOW = 64  # objects queued for those threads ahead of the database writes
+SWEEP_BATCH = 16  # results recorded per transaction, at most
+SWEEP_BATCH_SECONDS = 0.25  # or what came in over this long (large objects)
 
 
 def digital_items(batch_size: int = 500) -> Iterator[tuple[int, str]]:
@@ -80,44 +85,64 @@ def orphan_grace() -> timedelta:
 
 
 def sweep(*, progress: Callable[[int], Any] | None = None, store: EvidenceStore | None = None,
-          grace: timedelta | None = None, ahead: int = SWEEP_AHEAD) -> dict[str, Any]:
+          grace: timedelta | None = None, streams: int = SWEEP_STREAMS,
+          batch: int = SWEEP_BATCH) -> dict[str, Any]:
     """Re-hash every digital item; VERIFIED appended to each (failures included, with
-    an IntegrityAlert); then remove orphaned uploads older than `grace`."""
+    an IntegrityAlert); then remove orphaned uploads older than `grace`.
+
+    `streams` objects stream and hash at once on worker threads, up to SWEEP_WINDOW
+    ahead of this thread, which records the results `batch` at a time (one
+    transaction each; missing bytes are recorded at once)."""
     actor = Actor.system(SWEEP_ACTOR)
     store = store or get_store()
     result: dict[str, Any] = {"checked": 0, "ok": 0, "bytes": 0, "failed": [],
                               "unavailable": [], "alerts": 0, "orphans_removed": []}
+    pending: list[tuple[int, str | None, int | None]] = []
+    started = [0.0]  # when the oldest pending result came in
 
-    def record(item_id: int, future: Future) -> None:
-        try:
-            actual, size = future.result()
-            check = service.record_sweep_check(actor=actor, item_id=item_id,
-                                               actual_sha256=actual, actual_size=size,
-                                               store_name=store.name)
-        except Unavailable as err:
-            db.session.rollback()
-            result["unavailable"].append({"item_id": item_id, "message": err.message})
-        else:
+    def flush() -> None:
+        if not pending:
+            return
+        checks = service.record_sweep_checks(actor=actor, results=list(pending),
+                                             store_name=store.name)
+        for check in checks:
             result["checked"] += 1
-            result["bytes"] += size or 0
             result["alerts"] += len(check.alerted)
             if check.ok:
                 result["ok"] += 1
             else:
-                result["failed"].append({"item_id": item_id, "number": check.number,
+                result["failed"].append({"item_id": check.item_id, "number": check.number,
                                          "problem": check.problem})
         if progress is not None:
-            progress(1)
+            progress(len(pending))
+        pending.clear()
+
+    def collect(item_id: int, future: Future) -> None:
+        try:
+            actual, size = future.result()
+        except Unavailable as err:
+            result["unavailable"].append({"item_id": item_id, "message": err.message})
+            if progress is not None:
+                progress(1)
+            return
+        result["bytes"] += size or 0
+        if not pending:
+            started[0] = time.monotonic()
+        pending.append((item_id, actual, size))
+        if len(pending) >= batch or actual is None \
+                or time.monotonic() - started[0] >= SWEEP_BATCH_SECONDS:
+            flush()  # while the threads stream the next objects
 
     in_flight: deque[tuple[int, Future]] = deque()
-    with ThreadPoolExecutor(max(1, ahead), thread_name_prefix="sweep") as pool:
+    with ThreadPoolExecutor(max(1, streams), thread_name_prefix="sweep") as pool:
         try:
             for item_id, sha256 in digital_items():
                 in_flight.append((item_id, pool.submit(rehash, store, sha256)))
-                if len(in_flight) >= ahead:
-                    record(*in_flight.popleft())
+                while len(in_flight) >= SWEEP_WINDOW or (in_flight and in_flight[0][1].done()):
+                    collect(*in_flight.popleft())
             while in_flight:
-                record(*in_flight.popleft())
+                collect(*in_flight.popleft())
+            flush()
         finally:
             for _, future in in_flight:
                 future.cancel()

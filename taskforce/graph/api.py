@@ -10,7 +10,7 @@ from __future__ import annotations
 from apiflask import APIBlueprint
 
 from taskforce.accounts.permissions import current_actor, signed_in
-from taskforce.graph import policy, schemas, service
+from taskforce.graph import policy, questions, schemas, service
 from taskforce.graph.schemas import (
     EntityDetailOut,
     EntityIn,
@@ -111,7 +111,7 @@ GRAPH_RESPONSES = {404: NOT_FOUND, 422: GRAPH_422, 503: GRAPH_503}
 @bp.doc(tags=["Graph"], summary="A case's whole network, from the graph engine",
         responses=GRAPH_RESPONSES)
 def graph_network(case_id: int, query_data):
-    return service.graph_network(actor=current_actor(), case_id=case_id, **query_data)
+    return questions.graph_network(actor=current_actor(), case_id=case_id, **query_data)
 
 
 @bp.get("/graph/expand")
@@ -124,7 +124,7 @@ def graph_network(case_id: int, query_data):
         responses=GRAPH_RESPONSES)
 def graph_expand(query_data):
     data = dict(query_data)
-    return service.graph_expand(actor=current_actor(), entity_ids=data.pop("entity_id"), **data)
+    return questions.graph_expand(actor=current_actor(), entity_ids=data.pop("entity_id"), **data)
 
 
 @bp.get("/graph/shortest-path")
@@ -134,7 +134,7 @@ def graph_expand(query_data):
 @bp.doc(tags=["Graph"], summary="One shortest path between two entities",
         responses=GRAPH_RESPONSES)
 def graph_shortest_path(query_data):
-    return service.graph_shortest_path(actor=current_actor(), **query_data)
+    return questions.graph_shortest_path(actor=current_actor(), **query_data)
 
 
 @bp.get("/graph/all-shortest-paths")
@@ -144,7 +144,7 @@ def graph_shortest_path(query_data):
 @bp.doc(tags=["Graph"], summary="Every shortest path between two entities",
         responses=GRAPH_RESPONSES)
 def graph_all_shortest_paths(query_data):
-    return service.graph_all_shortest_paths(actor=current_actor(), **query_data)
+    return questions.graph_all_shortest_paths(actor=current_actor(), **query_data)
 
 
 @bp.get("/graph/time-paths")
@@ -156,7 +156,7 @@ def graph_all_shortest_paths(query_data):
         "forward (money moving from buyers to a controller, a chain of calls).",
         responses=GRAPH_RESPONSES)
 def graph_time_paths(query_data):
-    return service.graph_time_paths(actor=current_actor(), **query_data)
+    return questions.graph_time_paths(actor=current_actor(), **query_data)
 
 
 @bp.get("/graph/shared")
@@ -167,7 +167,7 @@ def graph_time_paths(query_data):
         responses=GRAPH_RESPONSES)
 def graph_shared(query_data):
     data = dict(query_data)
-    return service.graph_shared(actor=current_actor(), entity_ids=data.pop("entity_id"), **data)
+    return questions.graph_shared(actor=current_actor(), entity_ids=data.pop("entity_id"), **data)
 
 
 @bp.get("/graph/cases/<int:case_id>/key-players")
@@ -178,7 +178,7 @@ def graph_shared(query_data):
         description="Degree, betweenness and PageRank computed with python-igraph on the "
         "case subgraph; ranked by betweenness.", responses=GRAPH_RESPONSES)
 def graph_key_players(case_id: int, query_data):
-    return service.graph_key_players(actor=current_actor(), case_id=case_id, **query_data)
+    return questions.graph_key_players(actor=current_actor(), case_id=case_id, **query_data)
 
 
 @bp.get("/graph/cases/<int:case_id>/communities")
@@ -188,7 +188,7 @@ def graph_key_players(case_id: int, query_data):
 @bp.doc(tags=["Graph"], summary="Communities of a case network (Leiden or Louvain, igraph)",
         responses=GRAPH_RESPONSES)
 def graph_communities(case_id: int, query_data):
-    return service.graph_communities(actor=current_actor(), case_id=case_id, **query_data)
+    return questions.graph_communities(actor=current_actor(), case_id=case_id, **query_data)
 
 
 # Entity resolution ---------------------------------------------------------------------------

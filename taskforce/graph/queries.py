@@ -60,8 +60,11 @@ def _vis(var: str) -> str:
 def _node(var: str) -> str:
     # The label a case the reader may read gives it (case_labels is aligned with
     # cases); `label` (the kind, or a pseudonym) only for nodes without per-case labels.
-    per_case = (f"head([i IN range(0, size(coalesce({var}.case_labels, [])) - 1) "
-                f"WHERE {var}.cases[i] IN $case_ids | {var}.case_labels[i]])")
+    # (properties(n).case_labels, not n.case_labels: a graph without per-case labels,
+    # as the benchmark loads, would draw an "unknown property key" warning per query)
+    labels = f"properties({var}).case_labels"
+    per_case = (f"head([i IN range(0, size(coalesce({labels}, [])) - 1) "
+                f"WHERE {var}.cases[i] IN $case_ids | {labels}[i]])")
     return (f"{var} {{.id, .kind, label: coalesce({per_case}, {var}.label), .survivor, "
             f".minor}}")
 

@@ -79,11 +79,11 @@ class TestSecondDegree:
         """An entity in these cases, as the graph service keeps it (rows only)."""
         from taskforce.graph.models import CaseEntity, Entity
 
-        e = Entity(kind=kind, label=label, props={})
+        e = Entity(kind=kind)
         db.session.add(e)
         db.session.flush()
-        for cid in case_ids:
-            db.session.add(CaseEntity(case_id=cid, entity_id=e.id))
+        for cid in case_ids:  # what a case says about it lives on its CaseEntity
+            db.session.add(CaseEntity(case_id=cid, entity_id=e.id, label=label, props={}))
         db.session.commit()
         return e.id
 

@@ -11,8 +11,12 @@ from typing import Any
 import pytest
 from neo4j.time import DateTime
 
-from taskforce import create_app
 from taskforce.graph import client, projection, queries, synthetic
+from tests import factories_graph
+from tests.factories_graph import synthetic_rows
+
+# the fixtures shared with test_graph_queries.py (an app on Neo4j, an empty graph)
+graph_app, graph = factories_graph.graph_app, factories_graph.graph
 
 pytestmark = pytest.mark.integration
 
@@ -20,53 +24,9 @@ CASE, OTHER = 11, 22
 
 
 @pytest.fixture(scope="module")
-def graph_app(neo4j_service, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("graph-projection")
-    app = create_app(environ={
-        "TASKFORCE_ENV": "test",
-        "TASKFORCE_INSTANCE": str(workdir / "instance"),
-        "SECRET_KEY": "test-only-secret-key-not-for-production",
-        "DATABASE_URL": f"sqlite:///{workdir / 'app.db'}",
-        **neo4j_service.env(),
-    })
-    with app.app_context():
-        projection.ensure_schema()
-    yield app
-    client.close(app)
-
-
-@pytest.fixture()
-def graph(graph_app):
-    with graph_app.app_context():
-        projection.clear()
-        yield
-        projection.clear()
-
-
-ACCOUNT_KINDS = {"bank": "bank_account", "cash_app": "online_account",
-                 "crypto": "crypto_wallet", "social": "online_account", "email": "email"}
-
-
-def synthetic_rows(network: synthetic.Network, case_id: int) -> tuple[list[dict], list[dict]]:
-    def kind(e: synthetic.SynthEntity) -> str:
-        if e.kind == "account":
-            return ACCOUNT_KINDS[e.props["account_type"]]
-        return "organization" if e.kind == "business" else e.kind
-
-    entities = [{"id": e.id, "kind": kind(e), "label": e.props.get("name") or e.id,
-                 "cases": [case_id], "survivor": e.props.get("role") == "victim",
-                 "minor": e.id in network.minors} for e in network.entities.values()]
-    links = [{"id": lk.id, "type": lk.type, "source": lk.source, "target": lk.target,
-              "cases": [case_id], "first_seen": lk.props["first_seen"],
-              "last_seen": lk.props["last_seen"], "confidence": 0.8,
-              "count": lk.props["count"], "amount": lk.props["amount"]}
-             for lk in network.links]
-    return entities, links
-
-
-@pytest.fixture(scope="module")
 def rows() -> tuple[list[dict], list[dict]]:
-    return synthetic_rows(synthetic.generate(seed=3, controllers=2, buyers=30), CASE)
+    return synthetic_rows(synthetic.generate(seed=3, controllers=2, buyers=30), CASE,
+                          confidence=0.8)
 
 
 def entity(eid: str, kind: str = "person", **kw: Any) -> dict[str, Any]:

@@ -18,8 +18,9 @@ from typing import Any
 import igraph as ig
 import pytest
 
-from taskforce import create_app
-from taskforce.graph import analysis, client, projection, queries, synthetic
+from taskforce.graph import analysis, projection, queries, synthetic
+from tests import factories_graph
+from tests.factories_graph import load_rows, synthetic_rows
 
 pytestmark = pytest.mark.integration
 
@@ -28,30 +29,8 @@ CASE, OTHER, THIRD = 101, 202, 303
 
 # --------------------------------------------------------------------------- fixtures
 
-@pytest.fixture(scope="module")
-def graph_app(neo4j_service, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("graph-queries")
-    app = create_app(environ={
-        "TASKFORCE_ENV": "test",
-        "TASKFORCE_INSTANCE": str(workdir / "instance"),
-        "SECRET_KEY": "test-only-secret-key-not-for-production",
-        "DATABASE_URL": f"sqlite:///{workdir / 'app.db'}",
-        **neo4j_service.env(),
-    })
-    with app.app_context():
-        projection.ensure_schema()
-    yield app
-    client.close(app)
-
-
-@pytest.fixture()
-def graph(graph_app):
-    """An app context on an empty graph (emptied again afterwards)."""
-    with graph_app.app_context():
-        projection.clear()
-        yield
-        projection.clear()
-
+# shared with test_graph_projection_writer.py: an app on Neo4j, an empty graph per test
+graph_app, graph = factories_graph.graph_app, factories_graph.graph
 
 def entity(eid: str, kind: str, cases: list[int] = (CASE,), **kw: Any) -> dict[str, Any]:
     return {"id": eid, "kind": kind, "label": eid.upper(), "cases": list(cases),
@@ -66,9 +45,7 @@ def link(lid: str, type_: str, source: str, target: str, first: str | None = "20
             "count": count, "amount": amount}
 
 
-def load(entities: list[dict], links: list[dict]) -> None:
-    projection.upsert_entities(entities)
-    projection.upsert_links(links)
+load = load_rows
 
 
 def ids(items: list[dict[str, Any]]) -> set[str]:
@@ -472,28 +449,6 @@ def test_case_subgraph(graph):
 
 
 # --------------------------------------------------------------------------- synthetic network
-
-ACCOUNT_KINDS = {"bank": "bank_account", "cash_app": "online_account",
-                 "crypto": "crypto_wallet", "social": "online_account", "email": "email"}
-
-
-def synthetic_rows(network: synthetic.Network, case_id: int) -> tuple[list[dict], list[dict]]:
-    """The synthetic network as projection rows (its kinds in the database's words)."""
-    def kind(e: synthetic.SynthEntity) -> str:
-        if e.kind == "account":
-            return ACCOUNT_KINDS[e.props["account_type"]]
-        return "organization" if e.kind == "business" else e.kind
-
-    entities = [{"id": e.id, "kind": kind(e), "label": e.props.get("name") or e.id,
-                 "cases": [case_id], "survivor": e.props.get("role") == "victim",
-                 "minor": e.id in network.minors} for e in network.entities.values()]
-    links = [{"id": lk.id, "type": lk.type, "source": lk.source, "target": lk.target,
-              "cases": [case_id], "first_seen": lk.props["first_seen"],
-              "last_seen": lk.props["last_seen"], "confidence": 1.0,
-              "count": lk.props["count"], "amount": lk.props["amount"]}
-             for lk in network.links]
-    return entities, links
-
 
 @pytest.fixture(scope="module")
 def network() -> synthetic.Network:

@@ -78,3 +78,22 @@ def test_the_verifier_runs_without_the_app_or_the_network(tmp_path):
             zout.writestr(info, b"HELLO" if info.filename.endswith("hello.txt") else data)
     result = _run_isolated(str(bad))
     assert result.returncode == 1 and "items/TEST-E0001/hello.txt" in result.stdout
+
+
+def test_the_installed_console_script_loads_no_part_of_the_app(tmp_path):
+    """`taskforce-verify` (the entry point pip installs) imports the package's
+    __init__ files on the way to verify.py: they must import nothing of Flask."""
+    path = _package(tmp_path)
+    probe = textwrap.dedent("""
+        import sys
+        from taskforce.evidence.verify import main
+        code = main(sys.argv[1:])
+        loaded = sorted({m.split('.')[0] for m in sys.modules}
+                        & {'flask', 'apiflask', 'sqlalchemy', 'celery', 'minio', 'neo4j'})
+        print('LOADED', loaded)
+        sys.exit(code)
+    """)
+    result = subprocess.run([sys.executable, "-c", probe, str(path)], check=False,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "INTACT" in result.stdout and "LOADED []" in result.stdout

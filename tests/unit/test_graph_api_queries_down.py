@@ -3,20 +3,17 @@ question answers 503 with a clear message, never a 500, and an outsider still ge
 before the graph engine is asked anything. Exports do not need the graph engine."""
 from __future__ import annotations
 
-import pytest
-
-from tests.factories_graph import add_phone, closed_bolt_uri, ensure_graph_registered, make_team
+from tests import factories_graph
+from tests.factories_graph import (
+    add_phone,
+    make_team,
+)
 from tests.factories_investigations import api_caller
 
-
-@pytest.fixture()
-def app_environ(app_environ):
-    return {**app_environ, "NEO4J_URI": closed_bolt_uri(), "NEO4J_PASSWORD": "unused"}
-
-
-@pytest.fixture(autouse=True)
-def _registered(app):
-    ensure_graph_registered(app)
+# shared fixtures (tests/factories_graph.py): Neo4j unreachable, the graph registered, a team
+neo4j_down_environ = factories_graph.neo4j_down_environ
+graph_registered = factories_graph.graph_registered
+team_fixture = factories_graph.team_fixture
 
 
 def test_graph_questions_answer_503_when_neo4j_is_down(app):

@@ -17,27 +17,22 @@ from sqlalchemy import select
 from taskforce.audit.models import AuditEvent
 from taskforce.extensions import db
 from taskforce.graph import service
+from tests import factories_graph
 from tests.factories_graph import (
     add_person,
     add_phone,
-    closed_bolt_uri,
-    ensure_graph_registered,
     make_team,
 )
 from tests.factories_investigations import api_caller, make_case, person
 
+# shared fixtures (tests/factories_graph.py): Neo4j unreachable, the graph registered, a team
+neo4j_down_environ = factories_graph.neo4j_down_environ
+graph_registered = factories_graph.graph_registered
+team_fixture = factories_graph.team_fixture
+
+
 MOTEL_ADDRESS = "1420 N Lincoln Ave, Springfield, IL 62702"
 FORMATS = ("ftm.jsonl", "nodes.csv", "links.csv", "graph.graphml")
-
-
-@pytest.fixture()
-def app_environ(app_environ):
-    return {**app_environ, "NEO4J_URI": closed_bolt_uri(), "NEO4J_PASSWORD": "unused"}
-
-
-@pytest.fixture(autouse=True)
-def _registered(app):
-    ensure_graph_registered(app)
 
 
 @pytest.fixture()

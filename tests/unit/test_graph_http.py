@@ -8,7 +8,6 @@ while the outbox waits.
 from __future__ import annotations
 
 import re
-from datetime import date
 
 import pytest
 from sqlalchemy import select
@@ -16,46 +15,30 @@ from sqlalchemy import select
 from taskforce.audit.models import AuditEvent
 from taskforce.extensions import db
 from taskforce.graph.models import Entity, GraphOutbox
+from tests import factories_graph
 from tests.factories_graph import (
     add_person,
     add_phone,
-    closed_bolt_uri,
     count,
     counts,
-    ensure_graph_registered,
-    make_team,
     pending_outbox,
+    years_ago,
 )
 from tests.factories_investigations import api_caller, browser
+
+# shared fixtures (tests/factories_graph.py): Neo4j unreachable, the graph registered, a team
+neo4j_down_environ = factories_graph.neo4j_down_environ
+graph_registered = factories_graph.graph_registered
+team_fixture = factories_graph.team_fixture
+
 
 PSEUDONYM = re.compile(r"Survivor-[2-9A-HJKMNP-TV-Z]{4,8}")
 
 
 @pytest.fixture()
-def app_environ(app_environ):
-    """Neo4j is down for these tests: its address refuses connections."""
-    return {**app_environ, "NEO4J_URI": closed_bolt_uri(), "NEO4J_PASSWORD": "unused"}
-
-
-@pytest.fixture(autouse=True)
-def _registered(app):
-    ensure_graph_registered(app)
-
-
-@pytest.fixture()
-def team(app):
-    return make_team()
-
-
-def _dob(years: int) -> str:
-    today = date.today()
-    return date(today.year - years, today.month, min(today.day, 28)).isoformat()
-
-
-@pytest.fixture()
 def survivor(team):
-    return add_person(team.lead[1], team.case_id, "Maria Lopez", role="victim", dob=_dob(15),
-                      identifiers=[("person", f"Maria Lopez|{_dob(15)}")])
+    return add_person(team.lead[1], team.case_id, "Maria Lopez", role="victim", dob=years_ago(15),
+                      identifiers=[("person", f"Maria Lopez|{years_ago(15)}")])
 
 
 # API -----------------------------------------------------------------------------------
@@ -158,13 +141,13 @@ def test_api_shows_the_survivor_only_to_lead_and_victim_specialists(app, team, s
         assert body["survivor"] is True and body["minor"] is True
         assert PSEUDONYM.fullmatch(body["pseudonym"])
         if sees:
-            assert body["label"] == "Maria Lopez" and body["props"]["dob"] == _dob(15)
+            assert body["label"] == "Maria Lopez" and body["props"]["dob"] == years_ago(15)
             assert body["identifiers"][0]["kind"] == "person"
         else:
             assert body["label"] == body["pseudonym"] and body["redacted"] is True
             assert body["identifiers"] == [] and body["props"] == {}
             text = str(body)
-            assert "Maria" not in text and "Lopez" not in text and _dob(15) not in text
+            assert "Maria" not in text and "Lopez" not in text and years_ago(15) not in text
 
 
 def test_links_in_the_api_show_the_pseudonym(app, team, survivor):
@@ -197,7 +180,7 @@ def test_the_network_page_redacts_like_the_api(app, team, survivor, roles, sees)
     html = resp.get_data(as_text=True)
     assert survivor.pseudonym in html
     assert ("Maria Lopez" in html) is sees
-    assert (_dob(15) in html) is sees
+    assert (years_ago(15) in html) is sees
     assert 'data-testid="minor"' in html
 
 

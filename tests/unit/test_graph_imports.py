@@ -410,3 +410,16 @@ def test_cell_sites_are_linked_only_when_asked_and_to_the_named_party(app, team)
     with pytest.raises(Invalid) as caught:
         start(lead, other_case, BANK, kind="bank", account=ACCOUNT, cell_sites="callee")
     assert "cell_sites" in caught.value.fields
+
+
+def test_carrier_spellings_crlf_bom_and_us_dates_are_read(app, team):
+    data = ("\ufeffCalling Number,Called Number,Start Time,Duration\r\n"
+            f"{A},{B},2024-01-01 10:00:00,5\r\n"
+            f"\"+1 (312) 555-0101\",{B},03/02/2024 10:00 PM,7\r\n"
+            f"{A},{C},2024-01-01T10:00:00-06:00,1\r\n").encode()
+    imp = start(team.lead[1], team.case_id, data).run
+    assert imp.status == "done" and imp.rows_bad == 0, imp.bad_rows
+    links = links_by_pair(team.case_id)
+    ab = links[(A, B, "CALLED")]
+    assert ab.count == 2 and ab.last_seen == datetime(2024, 3, 2, 22, 0, tzinfo=UTC)
+    assert links[(A, C, "CALLED")].first_seen == datetime(2024, 1, 1, 16, 0, tzinfo=UTC)

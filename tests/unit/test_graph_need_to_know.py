@@ -16,27 +16,22 @@ from taskforce.graph import outbox, schemas, service
 from taskforce.graph.models import CaseEntity, Entity, GraphOutbox
 from taskforce.investigations import service as cases
 from taskforce.investigations.models import Case
+from tests import factories_graph
 from tests.factories_graph import (
     add_person,
     add_phone,
-    closed_bolt_uri,
-    ensure_graph_registered,
     make_team,
 )
 from tests.factories_investigations import api_caller, make_case, person
 
+# shared fixtures (tests/factories_graph.py): Neo4j unreachable, the graph registered, a team
+neo4j_down_environ = factories_graph.neo4j_down_environ
+graph_registered = factories_graph.graph_registered
+team_fixture = factories_graph.team_fixture
+
+
 SECRET_LABEL = "Viktor's burner (informant K-7)"
 SECRET_NOTE = "Informant K-7 says Viktor keeps a pistol in the glovebox"
-
-
-@pytest.fixture()
-def app_environ(app_environ):
-    return {**app_environ, "NEO4J_URI": closed_bolt_uri(), "NEO4J_PASSWORD": "unused"}
-
-
-@pytest.fixture(autouse=True)
-def _registered(app):
-    ensure_graph_registered(app)
 
 
 @pytest.fixture()

@@ -15,29 +15,17 @@ from taskforce.errors import Conflict, Forbidden, Invalid, NotFound
 from taskforce.extensions import db
 from taskforce.graph import service
 from taskforce.graph.models import CaseEntity, Entity, EntityMerge, GraphOutbox, Identifier, Link
+from tests import factories_graph
 from tests.factories_graph import (
     add_person,
     add_phone,
-    closed_bolt_uri,
-    ensure_graph_registered,
-    make_team,
 )
 from tests.factories_investigations import api_caller, make_case, person
 
-
-@pytest.fixture()
-def app_environ(app_environ):
-    return {**app_environ, "NEO4J_URI": closed_bolt_uri(), "NEO4J_PASSWORD": "unused"}
-
-
-@pytest.fixture(autouse=True)
-def _registered(app):
-    ensure_graph_registered(app)
-
-
-@pytest.fixture()
-def team(app):
-    return make_team()
+# shared fixtures (tests/factories_graph.py): Neo4j unreachable, the graph registered, a team
+neo4j_down_environ = factories_graph.neo4j_down_environ
+graph_registered = factories_graph.graph_registered
+team_fixture = factories_graph.team_fixture
 
 
 def _state() -> dict:

@@ -9,7 +9,7 @@ change's own transaction, and the drain failing softly.
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select
@@ -23,40 +23,24 @@ from taskforce.graph import outbox, policy, schemas, service
 from taskforce.graph.models import CaseEntity, Entity, GraphOutbox, Identifier, Link
 from taskforce.investigations import service as cases
 from taskforce.investigations.models import Case
+from tests import factories_graph
 from tests.factories_graph import (
     add_person,
     add_phone,
-    closed_bolt_uri,
     count,
     counts,
-    ensure_graph_registered,
-    make_team,
     pending_outbox,
+    years_ago,
 )
 from tests.factories_investigations import make_case, person
 
+# shared fixtures (tests/factories_graph.py): Neo4j unreachable, the graph registered, a team
+neo4j_down_environ = factories_graph.neo4j_down_environ
+graph_registered = factories_graph.graph_registered
+team_fixture = factories_graph.team_fixture
+
+
 PSEUDONYM = re.compile(r"Survivor-[2-9A-HJKMNP-TV-Z]{4,8}")
-
-
-@pytest.fixture()
-def app_environ(app_environ):
-    """Neo4j is down for these tests: its address refuses connections."""
-    return {**app_environ, "NEO4J_URI": closed_bolt_uri(), "NEO4J_PASSWORD": "unused"}
-
-
-@pytest.fixture(autouse=True)
-def _registered(app):
-    ensure_graph_registered(app)
-
-
-@pytest.fixture()
-def team(app):
-    return make_team()
-
-
-def _years_ago(years: int, days: int = 0) -> str:
-    today = date.today()
-    return date(today.year - years, today.month, min(today.day, 28)).isoformat()
 
 
 # One identifier, one entity -----------------------------------------------------------
@@ -213,8 +197,8 @@ def test_an_entity_shows_only_the_cases_the_reader_may_read(app, team):
 
 def _survivor(team):
     return add_person(team.lead[1], team.case_id, "Maria Lopez", role="victim",
-                      dob=_years_ago(16), identifiers=[("person", "Maria Lopez|"
-                                                        + _years_ago(16))],
+                      dob=years_ago(16), identifiers=[("person", "Maria Lopez|"
+                                                        + years_ago(16))],
                       aliases=["Mari"])
 
 
@@ -224,7 +208,7 @@ def test_a_victim_gets_a_stable_unique_pseudonym(app, team):
     witness = add_person(team.lead[1], team.case_id, "Ann Other", role="witness")
     assert witness.pseudonym is None
     again = service.add_entity(actor=team.lead[1], case_id=team.case_id, kind="person",
-                               identifiers=[("person", "LOPEZ, MARIA|" + _years_ago(16))],
+                               identifiers=[("person", "LOPEZ, MARIA|" + years_ago(16))],
                                case_role="victim")
     assert again.id == survivor.id and again.pseudonym == survivor.pseudonym
     # becoming a victim later in a second role gives one too, once
@@ -278,14 +262,14 @@ def test_a_survivor_shared_with_another_case_stays_hidden_there(app, team):
     other_case = make_case(other, title="Operation Wren")
     # the other case's lead enters her by the same name and DOB, as a witness
     same = service.add_entity(actor=other, case_id=other_case, kind="person",
-                              identifiers=[("person", "Maria Lopez|" + _years_ago(16))],
+                              identifiers=[("person", "Maria Lopez|" + years_ago(16))],
                               case_role="witness")
     assert same.id == survivor.id
     # the other case's lead is a lead of *that* case: may see survivors there, as that
     # case entered her (the name and DOB it typed), never what the first case wrote
     case = db.session.get(Case, other_case)
     seen = schemas.entity_out(same, actor=other, case=case)
-    assert seen["label"] == f"Maria Lopez (DOB {_years_ago(16)})"
+    assert seen["label"] == f"Maria Lopez (DOB {years_ago(16)})"
     assert seen["props"] == {} and seen["role"] == "witness"
     inv_user, inv = person(agency=team.other_agency)
     cases.add_member(actor=other, case_id=other_case, user_id=inv_user.id,
@@ -325,7 +309,7 @@ def test_audit_records_carry_ids_not_names(app, team):
 
 @pytest.mark.parametrize("years,minor", [(10, True), (17, True), (18, False), (40, False)])
 def test_minor_is_derived_from_the_date_of_birth(app, team, years, minor):
-    p = add_person(team.lead[1], team.case_id, f"Person {years}", dob=_years_ago(years))
+    p = add_person(team.lead[1], team.case_id, f"Person {years}", dob=years_ago(years))
     case = db.session.get(Case, team.case_id)
     assert schemas.entity_out(p, actor=team.lead[1], case=case)["minor"] is minor
     assert outbox.entity_row(p)["minor"] is minor

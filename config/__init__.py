@@ -68,6 +68,9 @@ SETTINGS: list[Setting] = [
             "index is on; development and test derive one from SECRET_KEY with HKDF-SHA256"),
     Setting("DECONFLICTION_TTL_DAYS", "DECONFLICTION_TTL_DAYS", 730,
             "days a target registration lives (renewable)", int),
+    Setting("VICTIMS_ALERT_QUEUE", "VICTIMS_ALERT_QUEUE", "",
+            "Celery queue of survivor alerts; in production give them a worker of their own "
+            "(`-Q alerts`) so their 5-second promise never waits behind an import"),
     Setting("TASKFORCE_BASE_URL", "BASE_URL", "http://localhost:5000",
             "the app's address, for links in emails"),
     Setting("CELERY_BROKER_URL", "CELERY_BROKER_URL", "",

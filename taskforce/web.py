@@ -12,6 +12,8 @@ NAV = [  # (label, endpoint, roles that see it; empty = everyone signed in)
     ("Dashboard", "web.dashboard", ()),
     ("Cases", "investigations.cases", ()),
     ("Deconfliction", "deconfliction.hits", ()),
+    ("Operations", "deconfliction.operations_list", ()),
+    ("Coordinator", "deconfliction.dashboard", ("coordinator",)),
     ("Survivor alerts", "victims.alerts", ("victim_specialist", "investigator")),
     ("Hand-overs", "evidence.transfers", ()),
     ("Packages", "evidence.my_packages", ("prosecutor", "investigator")),

@@ -997,10 +997,17 @@ def start_postgres(workdir: Path | str, *, user: str = "taskforce", dbname: str 
         if initdb.wait(timeout) != 0:
             raise ServiceError(f"initdb failed\n{tail(log_path)}")
         # fsync and friends off: a test cluster is thrown away, durability buys nothing.
+        # Sized for bulk loads (bench/bench_target_check.py COPYs 10M rows): buffers
+        # that hold a 10M-row table's random-key index (allocated as touched, so a small
+        # test run costs nothing), and WAL room so a load is not checkpointed every
+        # ~1M rows (~1 kB of WAL per row with its index entries; the default
+        # max_wal_size is 1GB).
         handle.process = _spawn(
             [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(base),
              "-c", f"listen_addresses={LOOPBACK}", "-c", "fsync=off",
-             "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+             "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+             "-c", "shared_buffers=1GB", "-c", "wal_buffers=64MB",
+             "-c", "max_wal_size=8GB", "-c", "checkpoint_timeout=30min"],
             log_path=log_path, cwd=base, user=run_as)
     except BaseException:
         handle.stop()

@@ -42,10 +42,11 @@ Possible (people)
 Second-degree
     The new registration's entity is one link away, in Neo4j, from an entity that
     another case registered: e.g. the new phone called the other case's target
-    phone 40 times. The graph is asked once per case that holds the entity
-    (``queries.expand`` with one hop, need-to-know limited to that one case), so a
-    link only counts when it belongs to one of the two sides' own cases: a third
-    case's link never tells two agencies about each other. The score is
+    phone 40 times. Each (entity, case that holds it) pair is walked one hop with
+    need-to-know limited to that one case (what ``queries.expand`` does for one
+    pair; the pairs go to Neo4j a batch per UNWIND read), so a link only counts
+    when it belongs to one of the two sides' own cases: a third case's link never
+    tells two agencies about each other. The score is
     ``min(0.9, 0.5 + 0.1 * log2(1 + count)) * confidence`` of the strongest link.
     Runs only when the graph engine is configured (NEO4J_PASSWORD set) and
     reachable; otherwise it finds nothing and says so in the log.
@@ -76,6 +77,7 @@ CANDIDATE_CAP = 1000  # candidates scored per person probe (a very common name i
 LOOKUP_CHUNK = 500  # keys per IN (...) query
 SECOND_DEGREE_MAX_CASES = 50  # cases holding one entity that the graph is asked about
 SECOND_DEGREE_MAX_NEIGHBOURS = 500
+SECOND_DEGREE_BATCH = 200  # (entity, case) pairs per graph read
 
 KIND_RANK = {"exact": 3, "possible": 2, "second_degree": 1}
 
@@ -312,34 +314,51 @@ def graph_configured() -> bool:
 def second_degree(probes: Sequence[Probe], *, ring: Keyring, now: datetime) -> list[Match]:
     """Registrations of other cases one link away, in Neo4j, from the probes' entities.
 
-    Only probes of registered identifiers with an entity take part. The graph is
-    asked once per case that holds the entity, limited to that case, and a link
-    counts only when it belongs to the probe's own case or to the other
-    registration's case. Returns [] when the graph engine is not configured or not
-    reachable (logged): registration never fails for it.
+    Only probes of registered identifiers with an entity take part. Each (entity,
+    case that holds it) pair is asked about limited to that case, and a link counts
+    only when it belongs to the probe's own case or to the other registration's
+    case. The pairs go to the graph in batches (one UNWIND read per
+    ``SECOND_DEGREE_BATCH`` pairs, see _neighbours_batched): an import of 200k
+    call rows spent ~47 s asking one entity at a time. Returns [] when the graph
+    engine is not configured or not reachable (logged): registration never fails
+    for it.
     """
     todo = [p for p in probes if p.entity_id is not None and p.case_id is not None]
-    if not todo or not graph_configured():
+    if not todo or not _graph_ready():
         return []
-    try:
-        from taskforce.graph import client, queries
-        from taskforce.graph.models import CaseEntity
-        from taskforce.graph.models import Identifier as GraphIdentifier
-        from taskforce.graph.outbox import entity_node_id
+    from taskforce.graph.outbox import entity_node_id
 
-        client.driver().verify_connectivity()  # fail fast: managed transactions retry for 30 s
-    except Exception as exc:  # noqa: BLE001  (the graph is optional for registering)
-        log.warning("deconfliction: second-degree check skipped, graph engine unavailable: %s",
-                    exc)
+    cases_of = _cases_holding(sorted({p.entity_id for p in todo}))
+    pairs = [(p, case_id) for p in todo
+             for case_id in sorted(cases_of.get(p.entity_id, set()) | {p.case_id})]
+    strengths: dict[tuple[str, int], dict[int, float]] = {}
+    for chunk in _chunks(sorted({(entity_node_id(p.entity_id), c) for p, c in pairs}),
+                         SECOND_DEGREE_BATCH):
+        try:
+            strengths.update(_neighbours_batched(chunk))
+        except Exception as exc:  # noqa: BLE001
+            log.warning("deconfliction: second-degree query failed for %d entities: %s",
+                        len(chunk), exc)
+    return _second_degree_matches(
+        [(p, c, strengths.get((entity_node_id(p.entity_id), c), {})) for p, c in pairs],
+        ring=ring, now=now)
+
+
+def second_degree_one_at_a_time(probes: Sequence[Probe], *, ring: Keyring, now: datetime
+                                ) -> list[Match]:
+    """The same as second_degree, asking the graph one (entity, case) at a time through
+    ``queries.expand``: the reference the batched path is tested against."""
+    todo = [p for p in probes if p.entity_id is not None and p.case_id is not None]
+    if not todo or not _graph_ready():
         return []
+    from taskforce.graph import queries
+    from taskforce.graph.outbox import entity_node_id
 
-    found: list[Match] = []
+    cases_of = _cases_holding(sorted({p.entity_id for p in todo}))
+    found = []
     for p in todo:
         node = entity_node_id(p.entity_id)
-        case_ids = sorted(set(db.session.scalars(
-            select(CaseEntity.case_id).where(CaseEntity.entity_id == p.entity_id)
-            .limit(SECOND_DEGREE_MAX_CASES))) | {p.case_id})
-        for case_id in case_ids:
+        for case_id in sorted(cases_of.get(p.entity_id, set()) | {p.case_id}):
             try:
                 result = queries.expand(case_ids=[case_id], entity_ids=[node], hops=1,
                                         limit=SECOND_DEGREE_MAX_NEIGHBOURS)
@@ -352,40 +371,141 @@ def second_degree(probes: Sequence[Probe], *, ring: Keyring, now: datetime) -> l
                 other_node = edge["target"] if edge["source"] == node else edge["source"]
                 if other_node == node or not str(other_node).startswith("ent-"):
                     continue
-                neighbour = int(str(other_node)[4:])
-                count = int(edge.get("count") or 1)
-                confidence = float(edge.get("confidence") if edge.get("confidence")
-                                   is not None else 1.0)
-                score = min(0.9, 0.5 + 0.1 * math.log2(1 + count)) * confidence
-                strength[neighbour] = max(strength.get(neighbour, 0.0), score)
-            if not strength:
+                _stronger(strength, int(str(other_node)[4:]), edge.get("count"),
+                          edge.get("confidence"))
+            found.append((p, case_id, strength))
+    return _second_degree_matches(found, ring=ring, now=now)
+
+
+def _graph_ready() -> bool:
+    if not graph_configured():
+        return False
+    try:
+        from taskforce.graph import client
+
+        client.driver().verify_connectivity()  # fail fast: managed transactions retry for 30 s
+    except Exception as exc:  # noqa: BLE001  (the graph is optional for registering)
+        log.warning("deconfliction: second-degree check skipped, graph engine unavailable: %s",
+                    exc)
+        return False
+    return True
+
+
+def _cases_holding(entity_ids: Sequence[int]) -> dict[int, set[int]]:
+    """entity id -> the cases that hold it (at most SECOND_DEGREE_MAX_CASES each)."""
+    from taskforce.graph.models import CaseEntity
+
+    out: dict[int, set[int]] = defaultdict(set)
+    for chunk in _chunks(entity_ids):
+        for entity_id, case_id in db.session.execute(
+                select(CaseEntity.entity_id, CaseEntity.case_id)
+                .where(CaseEntity.entity_id.in_(chunk))
+                .order_by(CaseEntity.entity_id, CaseEntity.case_id)):
+            if len(out[entity_id]) < SECOND_DEGREE_MAX_CASES:
+                out[entity_id].add(case_id)
+    return out
+
+
+def _stronger(strength: dict[int, float], neighbour: int, count: Any, confidence: Any) -> None:
+    """Keep the strongest link to each neighbour: min(0.9, 0.5 + 0.1 log2(1 + count))
+    times its confidence."""
+    confidence = float(confidence if confidence is not None else 1.0)
+    score = min(0.9, 0.5 + 0.1 * math.log2(1 + int(count or 1))) * confidence
+    strength[neighbour] = max(strength.get(neighbour, 0.0), score)
+
+
+def _neighbours_batched(pairs: Sequence[tuple[str, int]]) -> dict[tuple[str, int],
+                                                                   dict[int, float]]:
+    """For each (entity node id, case id): its neighbours over that case's links,
+    as {neighbour entity id: strongest link score}, in one read.
+
+    What ``queries.expand(case_ids=[case], entity_ids=[node], hops=1,
+    limit=SECOND_DEGREE_MAX_NEIGHBOURS)`` gives for one pair, asked for many:
+    the start node, the link and the neighbour must each belong to that case (the
+    need-to-know predicate with one case), link types come from the projection's
+    allow-list, the nearest SECOND_DEGREE_MAX_NEIGHBOURS - 1 neighbours by id are
+    kept (expand's limit counts the start node), and the read has the graph
+    queries' timeout. Parameterised: the pairs travel as a parameter.
+    """
+    from taskforce.graph import client, queries
+    from taskforce.graph.projection import LINK_TYPES
+
+    types = "|".join(LINK_TYPES)  # allow-listed names: relationship types cannot be parameters
+    cypher = (
+        "UNWIND $pairs AS pair "
+        "MATCH (s:Entity) WHERE s.id = pair.node AND pair.case IN s.cases "
+        "CALL (s, pair) { "
+        f"  MATCH (s)-[r:{types}]-(b:Entity) "
+        "   WHERE b <> s AND pair.case IN r.cases AND pair.case IN b.cases "
+        "   WITH b, collect([properties(r).count, properties(r).confidence]) AS links "
+        "   ORDER BY b.id LIMIT $neighbours "
+        "   RETURN collect([b.id, links]) AS neighbours "
+        "} "
+        "RETURN pair.node AS node, pair.case AS case_id, neighbours")
+    rows = client.read(cypher, timeout=queries.QUERY_TIMEOUT,
+                       pairs=[{"node": node, "case": case_id} for node, case_id in pairs],
+                       neighbours=SECOND_DEGREE_MAX_NEIGHBOURS - 1)
+    out: dict[tuple[str, int], dict[int, float]] = {}
+    for row in rows:
+        strength: dict[int, float] = {}
+        for other_node, links in row["neighbours"]:
+            if not str(other_node).startswith("ent-"):
                 continue
-            for other, score in _registrations_of(strength, ring=ring, now=now,
-                                                  GraphIdentifier=GraphIdentifier):
-                if other.case_id == p.case_id:
-                    continue
-                # the link must be one of the two sides' own: this case is p's or other's
-                if case_id not in (p.case_id, other.case_id):
-                    continue
-                found.append(Match("second_degree", round(score, 3), p, other,
-                                   details={"link_case_id": case_id}))
-    return strongest(found)
+            for count, confidence in links:
+                _stronger(strength, int(str(other_node)[4:]), count, confidence)
+        out[(row["node"], row["case_id"])] = strength
+    return out
 
 
-def _registrations_of(strength: dict[int, float], *, ring: Keyring, now: datetime,
-                      GraphIdentifier) -> list[tuple[TargetRegistration, float]]:
-    """Live registrations naming these entities: by entity id, or by identifier value."""
-    ids = sorted(strength)
-    out: dict[int, tuple[TargetRegistration, float]] = {}
-    for chunk in _chunks(ids):
+def _second_degree_matches(found: Sequence[tuple[Probe, int, dict[int, float]]], *,
+                           ring: Keyring, now: datetime) -> list[Match]:
+    """Matches from (probe, the case whose links were walked, neighbour -> score):
+    the live registrations of other cases naming a neighbour, when that case is one
+    of the two sides'. The registrations of all neighbours are looked up at once."""
+    neighbours = sorted({n for _, _, strength in found for n in strength})
+    if not neighbours:
+        return []
+    regs_of = _registrations_of(neighbours, ring=ring, now=now)
+    out: list[Match] = []
+    for p, case_id, strength in found:
+        for other, entity_ids in _regs_for(strength, regs_of):
+            if other.case_id == p.case_id:
+                continue
+            # the link must be one of the two sides' own: this case is p's or other's
+            if case_id not in (p.case_id, other.case_id):
+                continue
+            score = max(strength[e] for e in entity_ids)
+            out.append(Match("second_degree", round(score, 3), p, other,
+                             details={"link_case_id": case_id}))
+    return strongest(out)
+
+
+def _regs_for(strength: dict[int, float], regs_of: dict[int, list[TargetRegistration]]
+              ) -> list[tuple[TargetRegistration, list[int]]]:
+    """The registrations naming these neighbours, each with the neighbours it names."""
+    by_reg: dict[int, tuple[TargetRegistration, list[int]]] = {}
+    for entity_id in sorted(strength):
+        for reg in regs_of.get(entity_id, ()):
+            by_reg.setdefault(reg.id, (reg, []))[1].append(entity_id)
+    return [by_reg[k] for k in sorted(by_reg)]
+
+
+def _registrations_of(entity_ids: Sequence[int], *, ring: Keyring, now: datetime
+                      ) -> dict[int, list[TargetRegistration]]:
+    """entity id -> live registrations naming it: by entity id, or by identifier value."""
+    from taskforce.graph.models import Identifier as GraphIdentifier
+
+    out: dict[int, dict[int, TargetRegistration]] = defaultdict(dict)
+    for chunk in _chunks(list(entity_ids)):
         for reg in db.session.scalars(select(TargetRegistration).where(
                 TargetRegistration.entity_id.in_(chunk), *_live(ring, now))):
-            out[reg.id] = (reg, strength[reg.entity_id])
+            out[reg.entity_id][reg.id] = reg
         rows = db.session.execute(select(GraphIdentifier.entity_id, GraphIdentifier.kind,
                                          GraphIdentifier.value)
                                   .where(GraphIdentifier.entity_id.in_(chunk))).all()
-        keyed: dict[tuple[str, str], int] = {
-            (r.kind, ring.value_key(r.kind, r.value)): r.entity_id for r in rows}
+        keyed: dict[tuple[str, str], set[int]] = defaultdict(set)
+        for r in rows:
+            keyed[(r.kind, ring.value_key(r.kind, r.value))].add(r.entity_id)
         by_kind: dict[str, list[str]] = defaultdict(list)
         for kind, key in keyed:
             by_kind[kind].append(key)
@@ -394,6 +514,6 @@ def _registrations_of(strength: dict[int, float], *, ring: Keyring, now: datetim
                 for reg in db.session.scalars(select(TargetRegistration).where(
                         TargetRegistration.kind == kind, TargetRegistration.value_key.in_(sub),
                         *_live(ring, now))):
-                    if reg.id not in out:
-                        out[reg.id] = (reg, strength[keyed[(kind, reg.value_key)]])
-    return list(out.values())
+                    for entity_id in keyed[(kind, reg.value_key)]:
+                        out[entity_id].setdefault(reg.id, reg)
+    return {e: list(regs.values()) for e, regs in out.items()}

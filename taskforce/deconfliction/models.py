@@ -90,7 +90,9 @@ class TargetRegistration(db.Model):
     display_hint: Mapped[str | None] = mapped_column(String(512))
     # Persons only, blind only: tags to score possible matches with (matching.py).
     sketch: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"), index=True)
+    # No index on agency_id: no query looks registrations up by agency, and every
+    # index is upkeep on each of millions of rows loaded (bench_target_check.py).
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
     case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
     entity_id: Mapped[int | None] = mapped_column(
         ForeignKey("entities.id", ondelete="SET NULL"), index=True)

@@ -484,22 +484,22 @@ def integrity_alerts():
     return {"alerts": service.integrity_alerts(actor=current_actor())}
 
 
-class TextHitOut(_Schema):
+class EvidenceTextHitOut(_Schema):
     item_id = _Integer(attribute="item.id")
     number = _String(attribute="item.number")
     page_no = _Integer()
     snippet = _String()
 
 
-class TextSearchOut(_Schema):
-    hits = _List(_Nested(TextHitOut))
+class EvidenceTextSearchOut(_Schema):
+    hits = _List(_Nested(EvidenceTextHitOut))
 
 
-class SearchQuery(_Schema):
+class EvidenceTextQuery(_Schema):
     q = _String(required=True, metadata={"description": "Words that must all appear on a page"})
 
 
-class SuggestionOut(_Schema):
+class EntitySuggestionOut(_Schema):
     id = _Integer()
     item_id = _Integer()
     kind = _String()
@@ -512,29 +512,29 @@ class SuggestionOut(_Schema):
     decided_at = _DateTime(allow_none=True)
 
 
-class PageOut(_Schema):
+class EvidencePageOut(_Schema):
     page_no = _Integer()
     text = _String()
 
 
-class ItemTextOut(_Schema):
+class EvidenceTextOut(_Schema):
     item_id = _Integer(attribute="item.id")
     status = _String(attribute="text.status", allow_none=True)
     reason = _String(attribute="text.reason", allow_none=True)
     page_count = _Integer(attribute="text.page_count", allow_none=True)
     metadata = _String(attribute="text.doc_metadata", allow_none=True)
-    pages = _List(_Nested(PageOut))
-    suggestions = _List(_Nested(SuggestionOut))
+    pages = _List(_Nested(EvidencePageOut))
+    suggestions = _List(_Nested(EntitySuggestionOut))
 
 
-class AcceptIn(_Schema):
+class AcceptSuggestionIn(_Schema):
     platform = _String(load_default=None, metadata={"description": "The site, for an ad id"})
 
 
 @bp.get("/cases/<int:case_id>/evidence/search")
 @signed_in
-@bp.input(SearchQuery, location="query")
-@bp.output(TextSearchOut)
+@bp.input(EvidenceTextQuery, location="query")
+@bp.output(EvidenceTextSearchOut)
 @bp.doc(summary="Search the text of a case's evidence",
         description="Pages of the case's PDFs whose extracted text holds every word.",
         responses={404: NOT_FOUND})
@@ -545,7 +545,7 @@ def search_text(case_id: int, query_data):
 
 @bp.get("/evidence/<int:item_id>/text")
 @signed_in
-@bp.output(ItemTextOut)
+@bp.output(EvidenceTextOut)
 @bp.doc(summary="An item's extracted text and suggested entities",
         description="status: pending, extracted or not_extracted (then reason says why: "
                     "encrypted, malformed, over the time or memory bound...).",
@@ -558,8 +558,8 @@ def item_text(item_id: int):
 
 @bp.post("/evidence/suggestions/<int:suggestion_id>/accept")
 @signed_in
-@bp.input(AcceptIn)
-@bp.output(SuggestionOut)
+@bp.input(AcceptSuggestionIn)
+@bp.output(EntitySuggestionOut)
 @bp.doc(summary="Accept a suggested entity: add it to the case",
         description="Added through the graph service with a note naming the evidence item "
                     "and page it was found on. An ad id needs its platform.",
@@ -571,8 +571,47 @@ def accept_suggestion(suggestion_id: int, json_data):
 
 @bp.post("/evidence/suggestions/<int:suggestion_id>/dismiss")
 @signed_in
-@bp.output(SuggestionOut)
+@bp.output(EntitySuggestionOut)
 @bp.doc(summary="Dismiss a suggested entity", responses={404: NOT_FOUND, 409: "Already decided"})
 def dismiss_suggestion(suggestion_id: int):
     return service.decide_suggestion(actor=current_actor(), suggestion_id=suggestion_id,
                                      accept=False)
+
+
+# --- storage location and printable labels (storage location / label helper) ------------
+
+from taskforce.evidence.schemas import MoveIn
+
+
+@bp.post("/evidence/<int:item_id>/storage-location")
+@signed_in
+@bp.input(MoveIn)
+@bp.output(ItemDetailOut)
+@bp.doc(summary="Move a physical item to another storage location (appends RECEIVED there)",
+        description="The custodian or a manager of the case. The chain of custody records "
+                    "who moved it, when, why, and the old and new locations.",
+        responses={404: NOT_FOUND, 403: "Neither the custodian nor a manager of the case",
+                   409: "A digital file, or an item checked out, released or disposed of"})
+def move_item(item_id: int, json_data):
+    return _lifecycle(service.move_item, item_id, json_data)
+
+
+@bp.get("/evidence/<int:item_id>/label")
+@signed_in
+@bp.doc(summary="The item's printable label (PDF, 4 x 2 in) with its QR code",
+        description="Case and item number, description (cut to fit), collected by and at, "
+                    "storage location (or a SHA-256 prefix), and a QR code of the item's page "
+                    "(which needs sign-in and access to the case). Never a survivor's name. "
+                    "Printing is audited; it is not a custody event.",
+        responses={200: {"description": "application/pdf"}, 404: NOT_FOUND})
+def item_label(item_id: int):
+    return label_response(service.item_label(actor=current_actor(), item_id=item_id,
+                                             place="API"))
+
+
+def label_response(label: service.Report) -> Response:
+    """Inline, so the browser shows it ready to print; never cached."""
+    resp = Response(label.data, mimetype="application/pdf")
+    resp.headers["Content-Disposition"] = f'inline; filename="{label.filename}"'
+    resp.headers["Cache-Control"] = "no-store"
+    return resp

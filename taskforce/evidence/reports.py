@@ -526,3 +526,118 @@ if __name__ == "__main__":  # the bounded child of stamp_pdf_bounded
     if len(sys.argv) == 7 and sys.argv[1] == "--stamp":
         sys.exit(_stamp_child(sys.argv[2:]))
     sys.exit("usage: reports.py --stamp IN OUT PREFIX START DIGITS")
+
+
+# --- printable evidence labels (storage location / label helper) --------------------------
+# Below the script entry point only because other parts append to this file too; run as a
+# script, the file never gets here (it exits above), and only the stamp is needed there.
+
+LABEL_SIZE_IN = (4.0, 2.0)  # a standard evidence label, landscape
+LABEL_QR_ERROR = "m"  # 15% of the code may be scuffed or taped over and it still scans
+
+
+def label_qr(url: str) -> Any:
+    """The QR code of a label: the item's address in the app, nothing else (segno)."""
+    import segno
+
+    return segno.make(url, error=LABEL_QR_ERROR, micro=False, boost_error=False)
+
+
+@dataclass
+class LabelItem:
+    """What a label shows, already redacted by the service (never a survivor's name)."""
+
+    case_number: str
+    number: str
+    kind: str  # "Physical item" / "Digital file"
+    description: str
+    collected_by: str
+    collected_at: datetime
+    storage_location: str | None
+    sha256: str | None
+    url: str
+
+
+def _fit_lines(pdf: FPDF, text: str, width: float, height: float, max_lines: int) -> str:
+    """`text` shortened (whole words, then an ellipsis) until it wraps to `max_lines`."""
+    text = " ".join(text.split())
+
+    def lines(value: str) -> int:
+        return len(pdf.multi_cell(width, height, value, dry_run=True, output="LINES"))
+
+    if lines(text) <= max_lines:
+        return text
+    # the longest prefix that fits (binary search), then back to a word boundary if one
+    # is near (a long word with no spaces, such as a bag number, is cut where it must)
+    low, high = 0, len(text)
+    while low < high:
+        mid = (low + high + 1) // 2
+        if lines(text[:mid].rstrip() + "...") <= max_lines:
+            low = mid
+        else:
+            high = mid - 1
+    cut = text[:low]
+    space = cut.rfind(" ")
+    if space > low * 2 // 3:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:.-") + "..."
+
+
+def evidence_label(item: LabelItem, *, size_in: tuple[float, float] = LABEL_SIZE_IN) -> bytes:
+    """One label page (4 x 2 in by default): the QR code of the item's address on the
+    left; case and item number, the description (cut to fit), who collected it and
+    when, and where it is kept (or the first 16 hex digits of its SHA-256) on the right.
+    The QR is drawn as a 1-bit PNG at a whole number of pixels per module, so its
+    modules print sharp."""
+    import io as _io
+
+    width, height = size_in[0] * 25.4, size_in[1] * 25.4
+    pdf = _Doc(f"Evidence label {item.number}", "")
+    pdf.header = lambda: None  # type: ignore[method-assign]  # a label has no page furniture
+    pdf.footer = lambda: None  # type: ignore[method-assign]
+    pdf.set_title(f"Evidence label {item.number}")
+    pdf.set_auto_page_break(False)
+    pdf.set_margins(3, 3, 3)
+    pdf.add_page(format=(width, height), orientation="P")  # (w, h) taken as given
+
+    qr = label_qr(item.url)
+    png = _io.BytesIO()
+    qr.save(png, kind="png", scale=10, border=4)  # the quiet zone is part of the image
+    side = height - 6
+    pdf.image(png, x=2, y=3, w=side, h=side)
+
+    x = 2 + side + 2
+    w = width - x - 3
+    pdf.set_xy(x, 3.5)
+    pdf.set_font(pdf.body, "B", 6.5)
+    pdf.cell(w, 3, pdf.text_of(f"EVIDENCE - case {item.case_number}"),
+             new_x="LEFT", new_y="NEXT", align="L")
+    pdf.set_font(pdf.mono, "", 10.5)
+    pdf.cell(w, 5, pdf.text_of(item.number), new_x="LEFT", new_y="NEXT", align="L")
+    pdf.set_font(pdf.body, "", 6)
+    pdf.cell(w, 2.8, pdf.text_of(item.kind), new_x="LEFT", new_y="NEXT", align="L")
+    pdf.set_font(pdf.body, "", 7)
+    pdf.multi_cell(w, 3, pdf.text_of(_fit_lines(pdf, pdf.text_of(item.description or "-"),
+                                                w, 3, 3)),
+                   new_x="LEFT", new_y="NEXT", align="L")
+    pdf.set_y(pdf.get_y() + 0.8)
+    pdf.set_x(x)
+    rows = [("Collected", f"{_fmt_at(item.collected_at)[:16]} UTC"),
+            ("By", item.collected_by or "-")]
+    if item.sha256:
+        rows.append(("SHA-256", item.sha256[:16] + "..."))
+    else:
+        rows.append(("Kept at", item.storage_location or "-"))
+    for label, value in rows:
+        pdf.set_font(pdf.body, "B", 6)
+        pdf.cell(12, 2.9, pdf.text_of(label))
+        pdf.set_font(pdf.mono if label == "SHA-256" else pdf.body, "", 6)
+        pdf.multi_cell(w - 12, 2.9, pdf.text_of(_fit_lines(pdf, pdf.text_of(value),
+                                                            w - 12, 2.9, 2)),
+                       new_x="LEFT", new_y="NEXT", align="L")
+        pdf.set_x(x)
+    pdf.set_xy(x, height - 6)
+    pdf.set_font(pdf.body, "", 5)
+    pdf.multi_cell(w, 2.2, pdf.text_of(f"Scan to open (sign-in required): {item.url}"),
+                   new_x="LEFT", new_y="NEXT", align="L")
+    return bytes(pdf.output())

@@ -288,3 +288,16 @@ class MyGrantOut(Schema):
     expires_at = DateTime()
     granted_by = Nested(PersonRef, allow_none=True)
     package = Nested(PackageOut)
+
+
+# --- storage location and printable labels (storage location / label helper) ------------
+
+class MoveIn(Schema):
+    storage_location = String(required=True, validate=Length(min=1, max=PLACE_MAX),
+                              metadata={"description": "the new place it is kept (room, "
+                                                       "locker, shelf, bag number)"})
+    reason = String(required=True, validate=Length(min=1, max=REASON_MAX),
+                    metadata={"description": "why it was moved"})
+    place = String(load_default="", validate=Length(max=PLACE_MAX),
+                   metadata={"description": "where the move was recorded (default: the new "
+                                            "location)"})

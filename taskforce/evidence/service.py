@@ -1625,3 +1625,86 @@ def decide_suggestion(*, actor: Actor, suggestion_id: Any, accept: bool,
                                                                 f"p.{suggestion.page_no}"})
     _commit("Another decision on this suggestion got there first.")
     return suggestion
+
+
+# --- storage location and printable labels (storage location / label helper) ------------
+
+_MOVABLE = ("in_custody", "sealed")  # checked out, released or disposed: not on our shelves
+LABEL_DESCRIPTION_WITHHELD = "Identifies a survivor: description withheld (see the item page)"
+
+
+def move_item(*, actor: Actor, item_id: Any, storage_location: Any = None, reason: Any = None,
+              place: Any = None) -> CustodyEvent:
+    """A physical item moved to another storage location (another room, locker, shelf).
+
+    The custodian or someone who manages the case moves it; the item keeps its
+    custodian. It goes into its chain as RECEIVED at the new location (who, when, why;
+    the old and the new location in its details): booking it in at a new place is what
+    the first RECEIVED of a physical item records too."""
+    item, case = _handler_item(actor, item_id, "evidence.move")
+    if item.is_digital:
+        raise Conflict("A digital file is kept in the evidence store: it has no storage "
+                       "location to change.")
+    _ensure_state(item, _MOVABLE, "moved")
+    errors = _Errors()
+    location = errors.text("storage_location", storage_location, max_len=PLACE_MAX,
+                           required=True)
+    reason = errors.text("reason", reason, max_len=REASON_MAX, required=True)
+    place = errors.text("place", place, max_len=PLACE_MAX)
+    if location and location == (item.storage_location or ""):
+        errors.add("storage_location", "The item is already kept there.")
+    errors.raise_if_any()
+    before = item.storage_location
+    item.storage_location = location
+    event = ledger.append(db.session, item, kind="RECEIVED", at=now(), place=place or location,
+                          reason=reason, details={"storage_location": location,
+                                                  "moved_from": before, "via": "storage move"},
+                          **_who(actor))
+    audit.record(actor=actor, action="evidence.move", object_type="evidence_item",
+                 object_id=item.id, case_id=case.id,
+                 details={"number": item.number, "custody_hash": event.hash})
+    _commit("Another change to this item got there first; try again.")
+    return event
+
+
+def item_url(item_id: int) -> str:
+    """The item's page as printed on its label: BASE_URL (never the request's Host
+    header, which a client chooses) and the page's route."""
+    base = (current_app.config.get("BASE_URL") or "http://localhost:5000").rstrip("/")
+    path = current_app.url_map.bind("localhost").build("evidence.item", {"item_id": item_id})
+    return base + path
+
+
+def item_qr_svg(item_id: int, *, scale: int = 3) -> str:
+    """The item's QR code (its page address, nothing else) as an inline SVG element."""
+    return reports.label_qr(item_url(item_id)).svg_inline(
+        scale=scale, border=4, title="QR code of this item's page", svgclass="evidence-qr",
+        lineclass=None)
+
+
+def item_label(*, actor: Actor, item_id: Any, place: str = "") -> Report:
+    """The item's printable label (PDF), with an audit record (printing a label is not a
+    custody event: the item itself does not move).
+
+    A label is stuck on a bag that anyone in the property room reads, so it never
+    carries a survivor's identity, whoever prints it: every text passes the survivor
+    redactor (as for those without need to know), and an item marked as identifying a
+    survivor shows no description at all."""
+    item, case = _item_or_404(actor=actor, item_id=item_id, action=READ,
+                              attempt="evidence.label")
+    redact = survivor_redactor(case.id, released=False)
+    description = (LABEL_DESCRIPTION_WITHHELD if item.identifies_survivor
+                   else redact(item.description))
+    label = reports.LabelItem(
+        case_number=case.number, number=item.number, kind=KINDS[item.kind],
+        description=description, collected_by=redact(item.collected_by),
+        collected_at=item.collected_at,
+        storage_location=None if item.is_digital else redact(item.storage_location),
+        sha256=item.sha256 if item.is_digital else None, url=item_url(item.id))
+    data = reports.evidence_label(label)
+    audit.record(actor=actor, action="evidence.label", object_type="evidence_item",
+                 object_id=item.id, case_id=case.id,
+                 details={"number": item.number, "place": place[:PLACE_MAX] or None,
+                          "redacted": redact.hits > 0 or item.identifies_survivor})
+    db.session.commit()
+    return Report(filename=f"label-{item.number}.pdf", data=data)

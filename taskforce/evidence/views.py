@@ -426,3 +426,38 @@ def accept_suggestion(suggestion_id: int):
 @signed_in
 def dismiss_suggestion(suggestion_id: int):
     return _decide(suggestion_id, accept=False)
+
+
+# --- storage location and printable labels (storage location / label helper) ------------
+
+from taskforce.evidence.api import label_response
+
+
+@bp.context_processor
+def _label_helpers():
+    from markupsafe import Markup
+
+    def evidence_qr_svg(item_id: int) -> Markup:
+        return Markup(service.item_qr_svg(item_id))  # segno's own SVG markup: no user text
+
+    return {"evidence_qr_svg": evidence_qr_svg}
+
+
+@bp.post("/evidence/<int:item_id>/storage-location")
+@signed_in
+def move_item(item_id: int):
+    try:
+        service.move_item(actor=current_actor(), item_id=item_id,
+                          storage_location=_form("storage_location"), reason=_form("reason"),
+                          place=_form("place"))
+    except (Invalid, Conflict) as err:
+        return _item_page(item_id, failed="move", error=err, status=err.status)
+    flash("Storage location changed: recorded in the chain of custody.", "success")
+    return redirect(url_for(".item", item_id=item_id, _anchor="label"))
+
+
+@bp.get("/evidence/<int:item_id>/label.pdf")
+@signed_in
+def item_label(item_id: int):
+    return label_response(service.item_label(actor=current_actor(), item_id=item_id,
+                                             place="web page"))

@@ -156,3 +156,75 @@ class TestSecondDegree:
         assert len(numbers) == 1
         hit = db.session.scalars(select(Hit)).one()
         assert hit.kind == "second_degree" and {hit.a_case_id, hit.b_case_id} == {A, B}
+
+    # ------------------------------------------------------------------ batched reads
+    def test_batched_second_degree_finds_what_one_at_a_time_finds(self, app, graph,
+                                                                   monkeypatch):
+        """The batched path (one UNWIND read per batch of (entity, case) pairs) against
+        the one-entity-at-a-time reference, on a small network of three cases: links
+        in either side's case, a third case's link, a weaker and a stronger link to
+        the same neighbour, a confidence below 1, an unregistered neighbour, an entity
+        in two cases, and a batch size small enough to need several reads."""
+        from taskforce.deconfliction import blind, matching
+        from taskforce.deconfliction.models import TargetRegistration
+
+        ensure_deconfliction(app)
+        world = build_world()
+        A, B, C = (world.cases[k] for k in "ABC")
+        cases = {"p1": [A], "p2": [A, B], "p3": [A, C], "p4": [A], "p5": [B], "p6": [C],
+                 "p7": [B, C], "p8": [C]}
+        ids = {name: self.entity(cs) for name, cs in cases.items()}
+        e = ids.__getitem__
+        graph.upsert_entities([{"id": f"ent-{e(n)}", "kind": "phone", "label": "x",
+                                "cases": cs} for n, cs in cases.items()])
+        links = [  # (id, source, target, case, count, confidence)
+            (1, "p1", "p2", A, 40, 1.0),  # A's own: A <-> B
+            (2, "p1", "p2", A, 2, 1.0),  # a weaker link to the same neighbour
+            (3, "p1", "p4", A, 3, 1.0),  # p4: nobody else registered it
+            (4, "p3", "p6", C, 5, 0.5),  # C's link: A's p3 and C's p6 ... p3 is C's too
+            (5, "p5", "p7", B, 1, 1.0),  # B's link to p7 (B and C)
+            (6, "p1", "p8", C, 9, 1.0),  # C's link, but p1 is not C's entity: not walked
+            (7, "p6", "p8", C, 7, 0.8),  # within C only
+        ]
+        graph.upsert_links([{"id": f"lnk-{lid}", "type": "CALLED", "source": f"ent-{e(s)}",
+                             "target": f"ent-{e(t)}", "cases": [case], "count": n,
+                             "confidence": conf, "first_seen": "2025-01-01",
+                             "last_seen": "2025-03-01"}
+                            for lid, s, t, case, n, conf in links])
+        owner = {"p1": ("a", A), "p2": ("b", B), "p3": ("a", A), "p5": ("b", B),
+                 "p6": ("c", C), "p7": ("c", C), "p8": ("c", C)}
+        for k, (name, (who, case)) in enumerate(owner.items()):
+            service.register(actor=world.people[who].actor, case_id=case,
+                             identifiers=[("phone", f"(312) 555-01{10 + k}")],
+                             entity_id=e(name))
+        ring = blind.keyring()
+        at = service.now()
+        regs = db.session.scalars(select(TargetRegistration)
+                                  .order_by(TargetRegistration.id)).all()
+        probes = [matching.Probe(kind=r.kind, value_key=r.value_key, registration_id=r.id,
+                                 case_id=r.case_id, entity_id=r.entity_id) for r in regs]
+
+        def seen(matches):
+            return sorted((m.probe.registration_id, m.other.id, m.kind, m.score,
+                           m.details["link_case_id"]) for m in matches)
+
+        reference = seen(matching.second_degree_one_at_a_time(probes, ring=ring, now=at))
+        reads = []
+        real = matching._neighbours_batched
+        monkeypatch.setattr(matching, "SECOND_DEGREE_BATCH", 3)
+        monkeypatch.setattr(matching, "_neighbours_batched",
+                            lambda pairs: reads.append(len(pairs)) or real(pairs))
+        batched = seen(matching.second_degree(probes, ring=ring, now=at))
+        assert batched == reference
+        assert len(reads) > 1 and max(reads) <= 3  # several batches, each one read
+        by_entity = {r.id: next(n for n in owner if e(n) == r.entity_id) for r in regs}
+        pairs = {(by_entity[a], by_entity[b], score) for a, b, _, score, _ in batched}
+        # p1 <-> p2 over A's link, the stronger of the two calls (40 calls: 0.9)
+        assert ("p1", "p2", 0.9) in pairs and ("p2", "p1", 0.9) in pairs
+        # p3 (A's registration; the entity is C's too) <-> p6 over C's link, halved
+        assert ("p3", "p6", round(0.5 * min(0.9, 0.5 + 0.1 * 2.585), 3)) in {
+            (a, b, round(s, 3)) for a, b, s in pairs}
+        assert {(a, b) for a, b, _ in pairs} >= {("p5", "p7"), ("p7", "p5")}
+        # never: the same case (p6 - p8, both C's), nor p1 - p8 (C's link, p1 not C's)
+        assert not {(a, b) for a, b, _ in pairs} & {("p6", "p8"), ("p8", "p6"),
+                                                     ("p1", "p8"), ("p8", "p1")}

@@ -52,6 +52,14 @@ SETTINGS: list[Setting] = [
             int),
     Setting("EVIDENCE_RETENTION_MODE", "EVIDENCE_RETENTION_MODE", "GOVERNANCE",
             "GOVERNANCE (lifted only with the bypass permission) or COMPLIANCE (nobody can)"),
+    Setting("EVIDENCE_ORPHAN_GRACE_HOURS", "EVIDENCE_ORPHAN_GRACE_HOURS", 24,
+            "hours an unreferenced upload may wait before the integrity sweep removes it "
+            "(an upload still in progress is younger)", float),
+    Setting("EVIDENCE_TEXT_TIME_LIMIT", "EVIDENCE_TEXT_TIME_LIMIT", 60,
+            "seconds a PDF's text extraction may run before it is stopped and the item marked "
+            "'text not extracted'", float),
+    Setting("EVIDENCE_TEXT_MEMORY_MB", "EVIDENCE_TEXT_MEMORY_MB", 768,
+            "memory (address space) a PDF's text extraction may use before it is stopped", int),
     Setting("PACKAGE_SIGNING_KEY_FILE", "PACKAGE_SIGNING_KEY_FILE", None,
             "PEM file of the task force's Ed25519 key that signs prosecutor package manifests; "
             "packages are refused in production without it; development and test create "

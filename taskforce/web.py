@@ -17,6 +17,7 @@ NAV = [  # (label, endpoint, roles that see it; empty = everyone signed in)
     ("Survivor alerts", "victims.alerts", ("victim_specialist", "investigator")),
     ("Hand-overs", "evidence.transfers", ()),
     ("Packages", "evidence.my_packages", ("prosecutor", "investigator")),
+    ("Integrity alerts", "evidence.integrity_alerts", ("investigator", "supervisor")),
     ("Agencies", "accounts.agencies", ("admin",)),
     ("Users", "accounts.users", ("admin", "supervisor")),
     ("Audit", "audit.review", ("admin", "supervisor")),

@@ -19,8 +19,7 @@ SWEEP_EVERY_SECONDS = 24 * 3600.0  # the integrity sweep re-hashes every stored 
 
 
 def init_app(app: Flask) -> None:
-    from taskforce.evidence import (  # noqa: F401  (tables, timeline, jobs)
-        api, cli, models, service, tasks, views)
+    from taskforce.evidence import api, cli, models, service, tasks, views  # noqa: F401  (tables, timeline, jobs)
 
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)

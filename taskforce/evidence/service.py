@@ -361,6 +361,7 @@ def _record_digital(*, actor: Actor, case_id: int, stored: StoredObject, meta: d
                  details={"number": item.number, "sha256": stored.sha256, "size": stored.size,
                           "deduplicated": stored.deduplicated,
                           "custody_hash": item.custody_hash})
+    apply_case_hold(item)  # an item added to a held case is held from its first moment
     pdf = item.content_type == "application/pdf"
     if pdf:  # shown as waiting until the extraction task has run
         from taskforce.evidence.models import EvidenceText

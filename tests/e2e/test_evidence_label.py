@@ -54,18 +54,16 @@ def test_record_a_physical_item_see_its_qr_code_and_print_its_label(app, live_se
     item_id = int(page.url.rsplit("/", 1)[1])
     number = page.get_by_test_id("item-number").inner_text()
 
-    # the QR code is drawn on the page, and it reads back as the item's address
+    # the QR code is drawn on the page
     qr = page.locator("[data-testid=item-qr] svg")
     expect(qr).to_be_visible()
     box = qr.bounding_box()
     assert box["width"] >= 60 and box["height"] >= 60
-    zxingcpp = pytest.importorskip("zxingcpp")
     from PIL import Image
 
     shot = Image.open(io.BytesIO(page.locator("[data-testid=item-qr]").screenshot()))
     with app.app_context():
         url = service.item_url(item_id)
-    assert [b.text for b in zxingcpp.read_barcodes(shot)] == [url]
     assert url.endswith(f"/evidence/{item_id}")
 
     # the label is a PDF served to this signed-in browser
@@ -86,6 +84,11 @@ def test_record_a_physical_item_see_its_qr_code_and_print_its_label(app, live_se
     custody = page.get_by_test_id("custody")
     expect(custody).to_contain_text("Locker 7 needed for a new case")
     expect(custody.locator("tbody tr")).to_have_count(3)
+    # the QR code on the page, as the browser drew it, reads back as the item's address
+    # (zxing-cpp: a self-contained PyPI wheel; the last check, so a machine without it
+    # still runs everything above)
+    zxingcpp = pytest.importorskip("zxingcpp")
+    assert [b.text for b in zxingcpp.read_barcodes(shot)] == [url]
     # the browser asks for /favicon.ico, which the app does not serve; nothing else failed
     assert all(url.endswith("/favicon.ico") for url in missing), missing
     assert not [p for p in problems if "404" not in p], problems

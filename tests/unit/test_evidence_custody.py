@@ -136,8 +136,7 @@ def test_disposal_needs_a_supervisor_and_no_legal_hold(team):
     with pytest.raises(Conflict):
         service.set_legal_hold(actor=supervisor, case_id=team.case_id, reason="again")
     later = ingest(lead, team.case_id, b"added under the hold")
-    assert service.apply_case_hold(later)  # ingest's hook puts new items under the hold
-    assert get_store().lock_status(later.sha256).legal_hold
+    assert get_store().lock_status(later.sha256).legal_hold  # ingest held it at once
     with pytest.raises(Conflict) as held:
         service.dispose(actor=supervisor, item_id=item.id, method="Wiped", reason="Closed")
     assert "legal hold" in held.value.message

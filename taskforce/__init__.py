@@ -55,7 +55,15 @@ def create_app(overrides: Mapping[str, Any] | None = None,
 
     # Order matters: who is acting, then may they, then CSRF; audit after.
     from taskforce import (
-        accounts, audit, deconfliction, evidence, graph, health, investigations, victims)
+        accounts,
+        audit,
+        deconfliction,
+        evidence,
+        graph,
+        health,
+        investigations,
+        victims,
+    )
     from taskforce.accounts import permissions
 
     @app.before_request

@@ -11,6 +11,7 @@ every text that goes into a report, a manifest or a generated page passes it.
 """
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -22,9 +23,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fpdf import FPDF
+if TYPE_CHECKING:
+    from fpdf import FPDF
 
 _FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 MIN_TOKEN = 3  # name parts shorter than this are too common to redact on their own
@@ -157,6 +159,7 @@ def _label(prefix: str, number: int, digits: int = 6) -> str:
 
 def _overlay(width: float, height: float, label: str) -> Any:
     """A one-page PDF of the given size (points) with the label at the bottom right."""
+    from fpdf import FPDF
     from pypdf import PdfReader
 
     pdf = FPDF(unit="pt", format=(width, height))
@@ -270,64 +273,72 @@ def _fmt_at(value: Any) -> str:
     return str(value or "")
 
 
-class _Doc(FPDF):
-    def __init__(self, title: str, subtitle: str) -> None:
-        super().__init__(orientation="P", unit="mm", format="Letter")
-        self.doc_title = title
-        self.doc_subtitle = subtitle
-        self.set_auto_page_break(auto=True, margin=22)
-        self.set_margins(18, 16, 18)
-        self.unicode = False
-        regular, bold = _FONT_DIR / "DejaVuSans.ttf", _FONT_DIR / "DejaVuSans-Bold.ttf"
-        mono = _FONT_DIR / "DejaVuSansMono.ttf"
-        if regular.is_file() and bold.is_file() and mono.is_file():
-            self.add_font("Body", "", str(regular))
-            self.add_font("Body", "B", str(bold))
-            self.add_font("Mono", "", str(mono))
-            self.body, self.mono, self.unicode = "Body", "Mono", True
-        else:  # core fonts: Latin-1 only
-            self.body, self.mono = "Helvetica", "Courier"
-        self.set_title(title)
-        self.set_creator("taskforce")
-        self.set_producer("taskforce")
+@functools.cache
+def _doc_class() -> type:
+    """The document class, built on first use: fpdf2 (with Pillow and fontTools) costs
+    the web process ~30 MB, so it is loaded only when a document is made."""
+    from fpdf import FPDF
 
-    def text_of(self, value: Any) -> str:
-        text = "" if value is None else str(value)
-        text = text.replace("\x00", "")
-        if not self.unicode:
-            text = text.encode("latin-1", "replace").decode("latin-1")
-        return text
+    class _Doc(FPDF):
+        def __init__(self, title: str, subtitle: str) -> None:
+            super().__init__(orientation="P", unit="mm", format="Letter")
+            self.doc_title = title
+            self.doc_subtitle = subtitle
+            self.set_auto_page_break(auto=True, margin=22)
+            self.set_margins(18, 16, 18)
+            self.unicode = False
+            regular, bold = _FONT_DIR / "DejaVuSans.ttf", _FONT_DIR / "DejaVuSans-Bold.ttf"
+            mono = _FONT_DIR / "DejaVuSansMono.ttf"
+            if regular.is_file() and bold.is_file() and mono.is_file():
+                self.add_font("Body", "", str(regular))
+                self.add_font("Body", "B", str(bold))
+                self.add_font("Mono", "", str(mono))
+                self.body, self.mono, self.unicode = "Body", "Mono", True
+            else:  # core fonts: Latin-1 only
+                self.body, self.mono = "Helvetica", "Courier"
+            self.set_title(title)
+            self.set_creator("taskforce")
+            self.set_producer("taskforce")
 
-    def header(self) -> None:
-        self.set_font(self.body, "B", 9)
-        self.cell(0, 5, self.text_of(self.doc_title), new_x="LMARGIN", new_y="NEXT")
-        self.set_font(self.body, "", 8)
-        self.cell(0, 4, self.text_of(self.doc_subtitle), new_x="LMARGIN", new_y="NEXT")
-        self.ln(3)
+        def text_of(self, value: Any) -> str:
+            text = "" if value is None else str(value)
+            text = text.replace("\x00", "")
+            if not self.unicode:
+                text = text.encode("latin-1", "replace").decode("latin-1")
+            return text
 
-    def footer(self) -> None:
-        # Bottom left: page of pages. Bottom right is left free for the Bates number.
-        self.set_y(-14)
-        self.set_font(self.body, "", 7)
-        self.cell(80, 4, f"Page {self.page_no()} of {{nb}}")
+        def header(self) -> None:
+            self.set_font(self.body, "B", 9)
+            self.cell(0, 5, self.text_of(self.doc_title), new_x="LMARGIN", new_y="NEXT")
+            self.set_font(self.body, "", 8)
+            self.cell(0, 4, self.text_of(self.doc_subtitle), new_x="LMARGIN", new_y="NEXT")
+            self.ln(3)
 
-    def heading(self, text: str, size: int = 12) -> None:
-        self.set_font(self.body, "B", size)
-        self.multi_cell(0, 6, self.text_of(text), new_x="LMARGIN", new_y="NEXT")
-        self.ln(1)
+        def footer(self) -> None:
+            # Bottom left: page of pages. Bottom right is left free for the Bates number.
+            self.set_y(-14)
+            self.set_font(self.body, "", 7)
+            self.cell(80, 4, f"Page {self.page_no()} of {{nb}}")
 
-    def para(self, text: str, size: int = 9, style: str = "") -> None:
-        self.set_font(self.body, style, size)
-        self.multi_cell(0, 4.5, self.text_of(text), new_x="LMARGIN", new_y="NEXT")
+        def heading(self, text: str, size: int = 12) -> None:
+            self.set_font(self.body, "B", size)
+            self.multi_cell(0, 6, self.text_of(text), new_x="LMARGIN", new_y="NEXT")
+            self.ln(1)
 
-    def fact(self, label: str, value: Any, *, mono: bool = False) -> None:
-        self.set_font(self.body, "B", 8.5)
-        self.cell(38, 4.5, self.text_of(label))
-        self.set_font(self.mono if mono else self.body, "", 8 if mono else 8.5)
-        self.multi_cell(0, 4.5, self.text_of(value) or "-", new_x="LMARGIN", new_y="NEXT")
+        def para(self, text: str, size: int = 9, style: str = "") -> None:
+            self.set_font(self.body, style, size)
+            self.multi_cell(0, 4.5, self.text_of(text), new_x="LMARGIN", new_y="NEXT")
+
+        def fact(self, label: str, value: Any, *, mono: bool = False) -> None:
+            self.set_font(self.body, "B", 8.5)
+            self.cell(38, 4.5, self.text_of(label))
+            self.set_font(self.mono if mono else self.body, "", 8 if mono else 8.5)
+            self.multi_cell(0, 4.5, self.text_of(value) or "-", new_x="LMARGIN", new_y="NEXT")
 
 
-# --- custody report -----------------------------------------------------------------------
+    # --- custody report -----------------------------------------------------------------------
+
+    return _Doc
 
 @dataclass
 class ReportEvent:
@@ -383,7 +394,7 @@ def custody_report(*, case_number: str, case_title: str, items: list[ReportItem]
     """Every item with both hashes and every custody event (who, when, where, why, the
     event's hash and the hash it links to)."""
     scope = items[0].number if len(items) == 1 else f"{len(items)} items"
-    pdf = _Doc("Chain of custody report",
+    pdf = _doc_class()("Chain of custody report",
                f"Case {case_number} - {scope} - generated {_fmt_at(generated_at)} by "
                f"{generated_by}")
     pdf.alias_nb_pages()
@@ -465,7 +476,7 @@ def certification(*, package_number: str, case_number: str, agency: str,
     """The certification Fed. R. Evid. 902(14) asks for: a qualified person attests that
     each item was copied from the original and identified by its hash value, under
     28 U.S.C. 1746. Left unsigned: the qualified person signs the printed page."""
-    pdf = _Doc("Certification under Fed. R. Evid. 902(11) and 902(14)",
+    pdf = _doc_class()("Certification under Fed. R. Evid. 902(11) and 902(14)",
                f"Package {package_number} - case {case_number}")
     pdf.alias_nb_pages()
     pdf.add_page()
@@ -592,7 +603,7 @@ def evidence_label(item: LabelItem, *, size_in: tuple[float, float] = LABEL_SIZE
     import io as _io
 
     width, height = size_in[0] * 25.4, size_in[1] * 25.4
-    pdf = _Doc(f"Evidence label {item.number}", "")
+    pdf = _doc_class()(f"Evidence label {item.number}", "")
     pdf.header = lambda: None  # type: ignore[method-assign]  # a label has no page furniture
     pdf.footer = lambda: None  # type: ignore[method-assign]
     pdf.set_title(f"Evidence label {item.number}")

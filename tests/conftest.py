@@ -23,6 +23,8 @@ def pytest_generate_tests(metafunc):
     if "db_backend" in metafunc.fixturenames:
         integration = metafunc.definition.get_closest_marker("integration") is not None
         backends = ["sqlite", "postgresql"] if integration else ["sqlite"]
+        if metafunc.definition.get_closest_marker("postgresql_only") is not None:
+            backends = ["postgresql"]  # e.g. a race that needs concurrent writers
         metafunc.parametrize("db_backend", backends)
 
 

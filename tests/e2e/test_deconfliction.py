@@ -94,8 +94,8 @@ def test_the_dashboard_draws_operations_on_the_map_and_the_charts(app, live_serv
     page.goto(f"{live_server}/deconfliction/dashboard")
     expect(page.get_by_test_id("upcoming-operations").locator("tbody tr")).to_have_count(2)
     holder = page.get_by_test_id("ops-map")
-    if holder.get_attribute("data-map") != "on":
-        pytest.skip("the vendored Leaflet is not installed (scripts/services.py install assets)")
+    assert holder.get_attribute("data-map") == "on", (
+        "the vendored Leaflet is not installed (scripts/services.py install assets)")
     expect(holder).to_have_attribute("data-drawn", "2", timeout=10_000)
     expect(holder).to_be_visible()
     assert page.locator("#ops-map path.leaflet-interactive").count() >= 2

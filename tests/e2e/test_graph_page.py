@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from taskforce.graph import client, projection, service
+from taskforce.graph import client, service
 from taskforce.investigations import service as cases
-from tests.factories import fresh_code, make_agency, make_user
-from tests.factories_graph import add_person, add_phone, ensure_graph_registered, pending_outbox
+from tests.e2e.conftest import Account, account, click_node, drawn, idle, open_graph, sign_in
+from tests.factories import make_agency
+from tests.factories_graph import add_person, add_phone, pending_outbox
 from tests.factories_investigations import actor_for, make_case
 
 pytestmark = pytest.mark.e2e
@@ -36,36 +37,13 @@ def app_environ(app_environ, neo4j_service):
 
 
 @pytest.fixture(autouse=True)
-def _clean_graph(app):
-    """Neo4j is shared by the whole session: each test starts from an empty graph."""
-    assert (VENDOR / "cytoscape" / "cytoscape.min.js").is_file(), (
-        "front-end libraries missing: run `scripts/services.py install assets`")
-    ensure_graph_registered(app)
-    projection.ensure_schema()
-    projection.clear()
-    yield
-    projection.clear()
-    client.close(app)
+def _clean(clean_graph):
+    """Every test here starts from an empty graph (the shared fixture)."""
 
 
 @pytest.fixture()
-def page(browser):
-    # tall enough that the whole graph canvas fits on the screen
-    context = browser.new_context(viewport={"width": 1400, "height": 1300})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.csp_violations = []
-    page.on("console", lambda m: page.csp_violations.append(m.text)
-            if "Content Security Policy" in m.text else None)
-    yield page
-    context.close()
-
-
-@dataclass
-class Account:
-    user: object
-    password: str
-    secret: str
+def page(tall_page):
+    return tall_page
 
 
 @dataclass
@@ -77,11 +55,6 @@ class World:
     outsider: Account
     ids: dict[str, int]
     survivor_pseudonym: str
-
-
-def _account(agency, roles=("investigator",)) -> Account:
-    user, password, secret = make_user(agency=agency, roles=list(roles))
-    return Account(user, password, secret)
 
 
 def _adult_dob() -> str:
@@ -97,9 +70,9 @@ def world(app) -> World:
     same entity) called one more person: expanding that phone on Kestrel's graph
     brings him in."""
     agency, other_agency = make_agency(), make_agency()
-    lead = _account(agency)
-    investigator = _account(agency)
-    outsider = _account(other_agency, roles=("investigator", "supervisor"))
+    lead = account(agency)
+    investigator = account(agency)
+    outsider = account(other_agency, roles=("investigator", "supervisor"))
     la, ia = actor_for(lead.user), actor_for(investigator.user)
     case_id = make_case(la, title="Operation Kestrel")
     cases.add_member(actor=la, case_id=case_id, user_id=investigator.user.id,
@@ -129,44 +102,6 @@ def world(app) -> World:
                  ids={"dante": dante.id, "phone1": phone1.id, "phone2": phone2.id,
                       "maria": maria.id, "motel": motel.id, "tomas": tomas.id},
                  survivor_pseudonym=maria.pseudonym)
-
-
-def sign_in(page, base: str, account: Account) -> None:
-    page.goto(f"{base}/login")
-    page.fill("#username", account.user.username)
-    page.fill("#password", account.password)
-    page.click("button[type=submit]")
-    expect(page).to_have_url(re.compile(r"/login/mfa"))
-    page.fill("#code", fresh_code(account.user.username, account.secret))
-    page.click("button[type=submit]")
-    expect(page.get_by_test_id("whoami")).to_have_text(account.user.username)
-
-
-def open_graph(page, base: str, case_id: int) -> None:
-    resp = page.goto(f"{base}/cases/{case_id}/network")
-    assert resp.status == 200
-    page.wait_for_function("() => window.networkGraph !== undefined")
-    page.evaluate("() => window.networkGraph.ready")
-
-
-def drawn(page) -> dict[int, str]:
-    """Entity id -> label of every node on the canvas (and not hidden by a filter)."""
-    pairs = page.evaluate("() => window.networkGraph.cy.nodes().not('.filtered')"
-                          ".map(n => [n.data('entity'), n.data('label')])")
-    return {entity: label for entity, label in pairs}
-
-
-def click_node(page, entity_id: int) -> None:
-    """A real mouse click on the node where Cytoscape drew it."""
-    canvas = page.locator("#network-canvas")
-    canvas.scroll_into_view_if_needed()
-    x, y = page.evaluate("id => { const p = window.networkGraph.cy.getElementById('n' + id)"
-                         ".renderedPosition(); return [p.x, p.y]; }", entity_id)
-    canvas.click(position={"x": x, "y": y})
-
-
-def idle(page) -> None:
-    page.wait_for_function("() => window.networkGraph.busy === 0")
 
 
 def test_the_case_network_is_drawn_with_survivors_by_pseudonym(live_server, page, world):

@@ -66,9 +66,9 @@ class TestMail:
                 assert leak.lower() not in text.lower(), f"{leak!r} in the mail to {who}"
 
 
+@pytest.mark.postgresql_only  # SQLite has a single writer: the race exists on PostgreSQL
 def test_two_operations_submitted_at_once_still_find_each_other(app, db_backend):
-    if db_backend != "postgresql":
-        pytest.skip("SQLite has a single writer; the race exists on PostgreSQL")
+    assert db_backend == "postgresql"
     ensure_deconfliction(app)
     world = build_world()
     actors = [world.people["a"].actor, world.people["b"].actor]

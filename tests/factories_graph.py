@@ -18,6 +18,7 @@ from taskforce.accounts.permissions import Actor
 from taskforce.extensions import db
 from taskforce.graph import service
 from taskforce.graph.models import CaseEntity, Entity, GraphOutbox, Identifier, Link
+from taskforce.graph.synthetic import enter_into_case as synthetic_enter_into_case
 from taskforce.investigations import service as cases
 from tests.factories import make_agency
 from tests.factories_investigations import ensure_registered, make_case, person
@@ -210,54 +211,5 @@ def add_person(actor: Actor, case_id: int, name: str, *, role: str | None = None
                               identifiers=list(identifiers), props=details, case_role=role)
 
 
-# A synthetic network (taskforce.graph.synthetic) entered through the real service ---------
-
-_SYNTH_ROLES = {"controller": "suspect", "recruiter": "suspect", "victim": "victim",
-                "buyer": "buyer"}
-_ACCOUNT_KINDS = {"bank_account": "bank_account", "crypto_wallet": "crypto_wallet",
-                  "online_account": "online_account", "email": "email"}
-
-
-def _synthetic_entity(e) -> dict:
-    from taskforce.graph.models import IDENTIFIER_KINDS_BY_ENTITY
-
-    props = e.props
-    if e.kind == "person":
-        kind, label = "person", props["name"]
-        details = {"names": [props["name"]], "dob": props.get("dob")}
-        role = _SYNTH_ROLES.get(props.get("role"))
-    elif e.kind == "account":
-        kind = _ACCOUNT_KINDS[e.identifiers[0][0]]
-        label, details, role = props.get("handle") or e.identifiers[0][1], {}, None
-    elif e.kind == "business":
-        kind, details, role = "organization", {"address": props.get("address")}, None
-        label = props.get("name") or e.id
-    elif e.kind == "location":
-        kind, role = "location", None
-        label = props.get("name") or props.get("address") or e.id
-        details = {"address": props.get("address"), "lat": props.get("lat"),
-                   "lon": props.get("lon")}
-    else:  # phone, vehicle, ad
-        kind, label, details, role = e.kind, "", {}, None
-    allowed = IDENTIFIER_KINDS_BY_ENTITY[kind]
-    return {"kind": kind, "label": str(label)[:200],
-            "identifiers": [(k, v) for k, v in e.identifiers if k in allowed],
-            "props": {k: v for k, v in details.items() if v not in (None, "")},
-            "case_role": role}
-
-
-def load_synthetic(actor: Actor, case_id: int, network) -> dict[str, int]:
-    """Enter every entity and link of a synthetic network into a case, one service call
-    each (as an investigator would); returns synthetic id -> entity id."""
-    ids: dict[str, int] = {}
-    for e in network.entities.values():
-        ids[e.id] = service.add_entity(actor=actor, case_id=case_id,
-                                       **_synthetic_entity(e)).id
-    for link in network.links:
-        p = link.props
-        service.add_link(actor=actor, case_id=case_id, source_id=ids[link.source],
-                         target_id=ids[link.target], type=link.type,
-                         provenance_kind="import", provenance_ref=f"synthetic-{network.seed}",
-                         first_seen=p.get("first_seen"), last_seen=p.get("last_seen"),
-                         count=p.get("count") or 1, amount=p.get("amount"))
-    return ids
+# A synthetic network entered through the real service (the demo seed does the same)
+load_synthetic = synthetic_enter_into_case

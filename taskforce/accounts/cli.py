@@ -42,6 +42,37 @@ DEMO_USERS = [
 ]
 
 
+DEMO_CASE_TITLE = "Operation Lakeshore (demo)"
+DEMO_CASE_TEAM = [("analyst", "analyst"), ("prosecutor", "prosecutor"),
+                  ("victim_specialist", "victim_specialist")]
+
+
+def _seed_demo_case() -> str:
+    """A demo case holding a synthetic network (fictional people), entered through the
+    graph service as an investigator would, so the graph, deconfliction and survivor
+    alerts have something to show. Once only."""
+    from sqlalchemy import select
+
+    from taskforce.graph import synthetic
+    from taskforce.investigations import service as cases
+    from taskforce.investigations.models import Case
+
+    existing = db.session.scalar(select(Case).where(Case.title == DEMO_CASE_TITLE))
+    if existing is not None:
+        return f"Demo case {existing.number} is already there."
+    lead = Actor.for_user(service.find_user(username="investigator"))
+    case = cases.open_case(actor=lead, title=DEMO_CASE_TITLE, offences=["sex_trafficking"],
+                           summary="A synthetic network: two controllers, their phones, "
+                                   "victims, buyers, motels and payment accounts.")
+    for username, case_role in DEMO_CASE_TEAM:
+        cases.add_member(actor=lead, case_id=case.id, username=username, case_role=case_role)
+    network = synthetic.generate(seed=2026, controllers=2, victims_per_controller=3,
+                                 phones_per_controller=3, buyers=12)
+    ids = synthetic.enter_into_case(lead, case.id, network)
+    return (f"Demo case {case.number}: {len(ids)} entities and {len(network.links)} links "
+            f"(led by 'investigator').")
+
+
 def _console() -> Actor:
     try:
         who = getpass.getuser()
@@ -173,7 +204,9 @@ def seed_demo() -> None:
             if not user.mfa_enrolled:
                 service.enrol_for_console(actor=actor, user_id=user.id)
             rows.append((username, password, role, agency.name))
+        case_note = _seed_demo_case()
     except DomainError as err:
         _fail(err)
     click.echo(_write_demo_file(path, rows), nl=False)
     click.echo(f"(written to {path}, readable by you only)")
+    click.echo(case_note)

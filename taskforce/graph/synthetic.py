@@ -995,3 +995,60 @@ def generate_large(n_entities: int, n_links: int, seed: int, **options: Any) -> 
     if n_entities < 2 or n_links < 0:
         raise ValueError("need at least two entities and a non-negative number of links")
     return LargeGraph(n_entities, n_links, seed, **options)
+
+
+# --- entering a network into a case, as an investigator would --------------------------
+# Used by the demo seed (`flask accounts seed-demo`) and the tests: one service call per
+# entity and link, so every side effect (outbox, deconfliction, survivor alerts) happens.
+
+_CASE_ROLES = {"controller": "suspect", "recruiter": "suspect", "victim": "victim",
+               "buyer": "buyer"}
+_ACCOUNT_KINDS = {"bank_account": "bank_account", "crypto_wallet": "crypto_wallet",
+                  "online_account": "online_account", "email": "email"}
+
+
+def entity_args(e: SynthEntity) -> dict[str, Any]:
+    """The graph service's add_entity arguments for a synthetic entity."""
+    from taskforce.graph.models import IDENTIFIER_KINDS_BY_ENTITY
+
+    props = e.props
+    if e.kind == "person":
+        kind, label = "person", props["name"]
+        details = {"names": [props["name"]], "dob": props.get("dob")}
+        role = _CASE_ROLES.get(props.get("role"))
+    elif e.kind == "account":
+        kind = _ACCOUNT_KINDS[e.identifiers[0][0]]
+        label, details, role = props.get("handle") or e.identifiers[0][1], {}, None
+    elif e.kind == "business":
+        kind, details, role = "organization", {"address": props.get("address")}, None
+        label = props.get("name") or e.id
+    elif e.kind == "location":
+        kind, role = "location", None
+        label = props.get("name") or props.get("address") or e.id
+        details = {"address": props.get("address"), "lat": props.get("lat"),
+                   "lon": props.get("lon")}
+    else:  # phone, vehicle, ad
+        kind, label, details, role = e.kind, "", {}, None
+    allowed = IDENTIFIER_KINDS_BY_ENTITY[kind]
+    return {"kind": kind, "label": str(label)[:200],
+            "identifiers": [(k, v) for k, v in e.identifiers if k in allowed],
+            "props": {k: v for k, v in details.items() if v not in (None, "")},
+            "case_role": role}
+
+
+def enter_into_case(actor: Any, case_id: int, network: Network) -> dict[str, int]:
+    """Enter every entity and link of a network into a case through the graph service;
+    returns synthetic id -> entity id."""
+    from taskforce.graph import service
+
+    ids: dict[str, int] = {}
+    for e in network.entities.values():
+        ids[e.id] = service.add_entity(actor=actor, case_id=case_id, **entity_args(e)).id
+    for link in network.links:
+        p = link.props
+        service.add_link(actor=actor, case_id=case_id, source_id=ids[link.source],
+                         target_id=ids[link.target], type=link.type,
+                         provenance_kind="import", provenance_ref=f"synthetic-{network.seed}",
+                         first_seen=p.get("first_seen"), last_seen=p.get("last_seen"),
+                         count=p.get("count") or 1, amount=p.get("amount"))
+    return ids

@@ -9,10 +9,12 @@ import pyotp
 from sqlalchemy import func, select
 
 from taskforce.accounts import mfa, service
-from taskforce.accounts.cli import DEMO_USERS
+from taskforce.accounts.cli import DEMO_CASE_TITLE, DEMO_USERS
 from taskforce.accounts.models import Agency, User, utcnow
 from taskforce.accounts.permissions import ROLES
 from taskforce.extensions import db
+from taskforce.graph.models import CaseEntity
+from taskforce.investigations.models import Case
 from tests.factories import login, make_user
 
 
@@ -26,7 +28,17 @@ def test_seed_demo_is_idempotent_and_keeps_its_passwords_private(app, runner, cl
     assert second.exit_code == 0, second.output
     assert db.session.scalar(select(func.count(Agency.id))) == 3
     assert db.session.scalar(select(func.count(User.id))) == len(DEMO_USERS)
-    assert first.output == second.output  # same accounts, same passwords
+    # same accounts, same passwords; the demo case is entered once
+    assert first.output.splitlines()[:-1] == second.output.splitlines()[:-1]
+    assert "entities and" in first.output and "already there" in second.output
+    case = db.session.scalars(select(Case)).one()
+    assert case.title == DEMO_CASE_TITLE
+    entities = db.session.scalar(select(func.count(CaseEntity.id))
+                                 .where(CaseEntity.case_id == case.id))
+    assert entities > 50 and f"{entities} entities" in first.output
+    survivors = db.session.scalar(select(func.count(CaseEntity.id)).where(
+        CaseEntity.case_id == case.id, CaseEntity.role == "victim"))
+    assert survivors >= 6  # two controllers, three victims each
     levels = set(db.session.scalars(select(Agency.level)))
     assert levels == {"local", "state", "federal"}
     users = db.session.scalars(select(User)).all()

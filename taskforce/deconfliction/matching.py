@@ -433,7 +433,7 @@ def _neighbours_batched(pairs: Sequence[tuple[str, int]]) -> dict[tuple[str, int
     types = "|".join(LINK_TYPES)  # allow-listed names: relationship types cannot be parameters
     cypher = (
         "UNWIND $pairs AS pair "
-        "MATCH (s:Entity) WHERE s.id = pair.node AND pair.case IN s.cases "
+        "MATCH (s:Entity {id: pair.node}) WHERE pair.case IN s.cases "
         "CALL (s, pair) { "
         f"  MATCH (s)-[r:{types}]-(b:Entity) "
         "   WHERE b <> s AND pair.case IN r.cases AND pair.case IN b.cases "

@@ -292,7 +292,7 @@ def survivor_release_item(item_id: int, json_data):
 
 
 @bp.post("/cases/<int:case_id>/survivor-releases")
-@requires("victim_specialist")
+@signed_in  # the role is checked after the case (an outsider gets 404, as everywhere)
 @bp.input(SurvivorReleaseIn)
 @bp.output(SurvivorReleaseOut, status_code=201)
 @bp.doc(summary="Release a survivor's identity for this case's packages (victim "
@@ -303,7 +303,7 @@ def survivor_release(case_id: int, json_data):
 
 
 @bp.post("/cases/<int:case_id>/legal-hold")
-@requires("supervisor")
+@signed_in  # the role is checked after the case (an outsider gets 404, as everywhere)
 @bp.input(ReasonIn)
 @bp.output(LegalHoldOut, status_code=201)
 @bp.doc(summary="Put every item of the case under a legal hold (supervisors)",
@@ -313,7 +313,7 @@ def set_legal_hold(case_id: int, json_data):
 
 
 @bp.post("/cases/<int:case_id>/legal-hold/clear")
-@requires("supervisor")
+@signed_in  # the role is checked after the case (an outsider gets 404, as everywhere)
 @bp.input(ReasonIn)
 @bp.output(LegalHoldOut)
 @bp.doc(summary="Clear the case's legal hold (supervisors)",

@@ -82,6 +82,11 @@ def valid_payload(rule: str, user_id: int, agency_id: int) -> dict:
         "tasks": {"title": "probe"},
         "notes": {"body": "probe"},
         "physical": {"description": "probe", "storage_location": "probe"},
+        "survivor-releases": {"entity_id": 1, "reason": "probe"},
+        "legal-hold": {"reason": "probe"},
+        "clear": {"reason": "probe"},
+        "packages": {"item_ids": [1], "title": "probe"},
+        "merges": {"keep_id": 1, "absorb_id": 2, "reason": "probe"},
     }.get(last, {})
 
 
@@ -98,6 +103,10 @@ def test_outsider_gets_404_from_every_case_route_and_sees_no_case(app, world):
     other = world["agencies"][1].id
     for method, rule in routes:
         url = fill(rule, world)
+        if method == "POST" and rule.endswith("/imports"):  # its options are in the query
+            url += "?kind=cdr"
+        if rule.endswith("/search"):
+            url += "?q=probe"
         body = valid_payload(rule, outsider_user.id, other) if method != "GET" else None
         if rule.startswith("/api/"):
             if body is not None and "members" in rule:

@@ -69,6 +69,7 @@ class TestSecondDegree:
     def graph(self, app):
         from taskforce.graph import client, projection
 
+        projection.ensure_schema()  # as the outbox drain does: entity ids are index seeks
         projection.clear()
         yield projection
         projection.clear()

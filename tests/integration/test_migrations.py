@@ -140,3 +140,17 @@ def test_upgrade_moves_an_entity_s_facts_to_the_case_that_entered_it(bare_app, d
     assert later.label == "(312) 555-0101" and as_json(later.props) == {}
     assert as_json(later.identifier_keys) == [["phone", "+13125550101"]]
     assert not {"label", "props"} & columns
+
+
+def test_upgrade_gives_unique_constraints_their_model_column_order(bare_app, db_backend):
+    """Autogenerate does not see a reordered unique constraint, yet the order decides
+    which lookups its index serves (the exact deconfliction check seeks kind, value_key)."""
+    upgrade()
+    inspector = sa.inspect(db.engine)
+    for table in db.metadata.sorted_tables:
+        reported = {u["name"]: u["column_names"]
+                    for u in inspector.get_unique_constraints(table.name)}
+        for c in table.constraints:
+            if isinstance(c, sa.UniqueConstraint) and c.name in reported:
+                assert reported[c.name] == [col.name for col in c.columns], (
+                    f"{table.name}.{c.name} columns differ after upgrade on {db_backend}")

@@ -83,3 +83,18 @@ def client(app):
 @pytest.fixture()
 def runner(app):
     return app.test_cli_runner()
+
+
+@pytest.fixture()
+def clean_graph(app):
+    """Neo4j is shared by the whole session: a test asking for this starts (and ends)
+    with an empty graph. The module must put neo4j_service.env() in app_environ."""
+    from taskforce.graph import client, projection
+    from tests.factories_graph import ensure_graph_registered
+
+    ensure_graph_registered(app)
+    projection.ensure_schema()
+    projection.clear()
+    yield
+    projection.clear()
+    client.close(app)

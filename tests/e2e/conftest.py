@@ -119,23 +119,14 @@ def idle(page) -> None:
 
 
 @pytest.fixture()
-def clean_graph(app):
-    """Neo4j is shared by the whole session: a test asking for this starts (and ends)
-    with an empty graph. The module must put neo4j_service.env() in app_environ."""
+def clean_graph(clean_graph):
+    """The shared empty-graph fixture (tests/conftest.py), and the page's library here."""
     from pathlib import Path
-
-    from taskforce.graph import client, projection
-    from tests.factories_graph import ensure_graph_registered
 
     vendor = Path(__file__).resolve().parents[2] / "taskforce" / "static" / "vendor"
     assert (vendor / "cytoscape" / "cytoscape.min.js").is_file(), (
         "front-end libraries missing: run `scripts/services.py install assets`")
-    ensure_graph_registered(app)
-    projection.ensure_schema()
-    projection.clear()
-    yield
-    projection.clear()
-    client.close(app)
+    return clean_graph
 
 
 @pytest.fixture()

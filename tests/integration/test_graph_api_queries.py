@@ -14,11 +14,10 @@ from sqlalchemy import select
 
 from taskforce.audit.models import AuditEvent
 from taskforce.extensions import db
-from taskforce.graph import client, projection, queries, service
+from taskforce.graph import queries, service
 from tests.factories_graph import (
     add_person,
     add_phone,
-    ensure_graph_registered,
     make_team,
     pending_outbox,
 )
@@ -35,13 +34,8 @@ def app_environ(app_environ, neo4j_service):
 
 
 @pytest.fixture(autouse=True)
-def _clean_graph(app):
-    ensure_graph_registered(app)
-    projection.ensure_schema()
-    projection.clear()
-    yield
-    projection.clear()
-    client.close(app)
+def _clean(clean_graph):
+    """Every test here starts from an empty graph (tests/conftest.py)."""
 
 
 def _dob(years: int) -> str:

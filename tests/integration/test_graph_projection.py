@@ -19,7 +19,6 @@ from tests.factories_graph import (
     add_person,
     add_phone,
     closed_bolt_uri,
-    ensure_graph_registered,
     load_synthetic,
     make_team,
     pending_outbox,
@@ -35,14 +34,8 @@ def app_environ(app_environ, neo4j_service):
 
 
 @pytest.fixture(autouse=True)
-def _clean_graph(app):
-    """Neo4j is shared by the whole session: each test starts from an empty graph."""
-    ensure_graph_registered(app)
-    projection.ensure_schema()
-    projection.clear()
-    yield
-    projection.clear()
-    client.close(app)
+def _clean(clean_graph):
+    """Every test here starts from an empty graph (tests/conftest.py)."""
 
 
 @pytest.fixture()

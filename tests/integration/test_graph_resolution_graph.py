@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from taskforce.graph import client, projection, service
+from taskforce.graph import projection, service
 from tests.factories_graph import (
     add_person,
     add_phone,
-    ensure_graph_registered,
     make_team,
     pending_outbox,
 )
@@ -23,13 +22,8 @@ def app_environ(app_environ, neo4j_service):
 
 
 @pytest.fixture(autouse=True)
-def _clean_graph(app):
-    ensure_graph_registered(app)
-    projection.ensure_schema()
-    projection.clear()
-    yield
-    projection.clear()
-    client.close(app)
+def _clean(clean_graph):
+    """Every test here starts from an empty graph (tests/conftest.py)."""
 
 
 def test_the_graph_follows_merge_and_unmerge(app, runner):

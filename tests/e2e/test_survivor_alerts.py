@@ -4,7 +4,7 @@ Springfield PD's victim specialist has the dashboard open. A Springfield PD
 investigator, on the case's network page in another browser, adds a survivor to
 the case. The commit's hook sends the survivor-alert job (Celery eager here: no
 broker, so it runs in-process right after the commit), and the specialist's
-"Survivor alerts" nav badge (static/js/alerts-badge.js) shows the count without
+"Survivor alerts" nav badge (static/js/live-badge.js) shows the count without
 a reload. The specialist opens the alert: the survivor's pseudonym, and her name
 too, since a victim specialist of the case's agency has need to know
 (victims/policy.py: reveals_name); acknowledges it and records a follow-up. A

@@ -313,11 +313,14 @@ def test_registration_api_input_and_access(app, world):
         f"/api/v1/deconfliction/registrations/{reg['id']}/renew", json={}).status_code == 404
 
 
-def test_the_badge_script_is_served_and_has_no_inline_code(app, world):
-    resp = app.test_client().get("/static/js/hits-badge.js")
-    assert resp.status_code == 200
-    js = resp.get_data(as_text=True)
-    assert "/api/v1/notifications" in js and "innerHTML" not in js
+def test_the_hits_badge_polls_the_unread_count_and_builds_rows_without_html(app, world):
+    html = page(world.people["a"].browser(app), "/deconfliction")
+    badge = re.search(r'<span id="hits-badge"[^>]*>', html).group(0)
+    assert 'data-url="/api/v1/notifications"' in badge and 'data-field="unread"' in badge
+    assert "/static/js/live-badge.js" in html and "/static/js/hits-list.js" in html
+    for script in ("live-badge.js", "hits-list.js"):
+        js = app.test_client().get(f"/static/js/{script}").get_data(as_text=True)
+        assert "innerHTML" not in js  # rows are built from text nodes only
 
 
 def test_anonymous_callers_are_refused_everywhere(app, world):

@@ -2,6 +2,8 @@
 bad input answered with 4xx and a message, CSRF on the forms."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from taskforce.extensions import db
@@ -133,6 +135,11 @@ def test_bad_list_query_is_422(app, world):
     assert caller.get("/api/v1/victims/alerts?page=0").status_code == 422
 
 
-def test_the_badge_script_is_served(client):
-    resp = client.get("/static/js/alerts-badge.js")
-    assert resp.status_code == 200 and b"/api/v1/victims/alerts/count" in resp.data
+def test_the_specialists_badge_polls_the_alert_count_and_the_list_refreshes(app, world):
+    html = _html(world["spec_a"].client(app).get("/victims/alerts"))
+    badge = re.search(r'<span id="alerts-badge"[^>]*>', html).group(0)
+    assert "data-live-badge" in badge and 'data-url="/api/v1/victims/alerts/count"' in badge
+    assert 'data-field="open"' in badge  # the count API's field, read by live-badge.js
+    assert "/static/js/live-badge.js" in html and "/static/js/alerts-list.js" in html
+    count = api_caller(app, world["spec_a"].user).get("/api/v1/victims/alerts/count").get_json()
+    assert isinstance(count["open"], int)

@@ -1,24 +1,8 @@
-// The live deconfliction badge in the nav: polls /api/v1/notifications and shows
-// the unread count without a page reload (no inline script; CSP script-src 'self').
-// On the hits list, a change of the count also refreshes the list's rows.
+// The deconfliction hit list: when the nav badge (live-badge.js) sees the unread count
+// change, rebuild the rows from the API (the same redacted serializer as the page),
+// so a new hit shows without a reload.
 (function () {
   "use strict";
-  const badge = document.getElementById("hits-badge");
-  if (!badge) return;
-  const url = badge.dataset.url || "/api/v1/notifications";
-  const visibleEvery = 5000;   // ms while the tab is visible
-  const hiddenEvery = 30000;   // ms while it is hidden
-  let last = null;
-  let timer = null;
-
-  function show(count) {
-    const n = Number(count) || 0;
-    badge.textContent = n > 99 ? "99+" : String(n);
-    badge.hidden = n === 0;
-    badge.setAttribute("aria-label", n === 1 ? "1 new deconfliction hit" : n + " new deconfliction hits");
-    badge.dataset.count = String(n);
-  }
-
   function cell(text, cls) {
     const td = document.createElement("td");
     if (cls) td.className = cls;
@@ -72,25 +56,7 @@
       .catch(() => {});
   }
 
-  function poll() {
-    fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then((r) => (r.ok ? r.json() : null))
-      .then((data) => {
-        if (!data) return;
-        if (last !== null && data.unread !== last) refreshList();
-        last = data.unread;
-        show(data.unread);
-      })
-      .catch(() => {})
-      .finally(schedule);
-  }
-
-  function schedule() {
-    clearTimeout(timer);
-    timer = setTimeout(poll, document.hidden ? hiddenEvery : visibleEvery);
-  }
-
-  document.addEventListener("visibilitychange", () => { if (!document.hidden) poll(); });
-  show(badge.dataset.count || 0);
-  poll();
+  document.addEventListener("live-badge:change", (event) => {
+    if (event.detail.badge === "hits-badge") refreshList();
+  });
 })();

@@ -52,6 +52,7 @@ from taskforce.evidence.schemas import (
     TransferIn,
     TransferOut,
     VerifyOut,
+    WithdrawIn,
 )
 from taskforce.evidence.storage import DEFAULT_MAX_BYTES
 from taskforce.investigations.policy import WRITE
@@ -177,10 +178,12 @@ def transfer(item_id: int, json_data):
 
 @bp.post("/evidence/<int:item_id>/transfer/cancel")
 @signed_in
+@bp.input(WithdrawIn)
 @bp.output(TransferOut)
-@bp.doc(summary="Withdraw a hand-over not yet accepted", responses={404: NOT_FOUND})
-def cancel_transfer(item_id: int):
-    return service.cancel_transfer(actor=current_actor(), item_id=item_id)
+@bp.doc(summary="Withdraw a hand-over not yet accepted (appends TRANSFER_WITHDRAWN)",
+        responses={404: NOT_FOUND, 409: "No hand-over of this item is waiting"})
+def cancel_transfer(item_id: int, json_data):
+    return service.cancel_transfer(actor=current_actor(), item_id=item_id, **json_data)
 
 
 @bp.get("/custody-transfers")
@@ -587,7 +590,7 @@ from taskforce.evidence.schemas import MoveIn
 @signed_in
 @bp.input(MoveIn)
 @bp.output(ItemDetailOut)
-@bp.doc(summary="Move a physical item to another storage location (appends RECEIVED there)",
+@bp.doc(summary="Move a physical item to another storage location (appends MOVED)",
         description="The custodian or a manager of the case. The chain of custody records "
                     "who moved it, when, why, and the old and new locations.",
         responses={404: NOT_FOUND, 403: "Neither the custodian nor a manager of the case",

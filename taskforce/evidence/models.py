@@ -46,7 +46,11 @@ SOURCES = {
 CUSTODY_KINDS = {
     "COLLECTED": "Collected",
     "RECEIVED": "Received",
+    "MOVED": "Moved to another storage location",
     "TRANSFERRED": "Transferred",
+    # a hand-over that did not happen is custody history too ("who offered it to whom")
+    "TRANSFER_REFUSED": "Hand-over refused",
+    "TRANSFER_WITHDRAWN": "Hand-over withdrawn",
     "CHECKED_OUT": "Checked out",
     "CHECKED_IN": "Checked in",
     "ACCESSED": "Accessed",
@@ -55,6 +59,8 @@ CUSTODY_KINDS = {
     "SEALED": "Sealed",
     "RELEASED": "Released",
     "DISPOSED": "Disposed",
+    "LEGAL_HOLD_SET": "Legal hold set",
+    "LEGAL_HOLD_CLEARED": "Legal hold cleared",
 }
 INTEGRITY = {"unverified": "Not re-checked yet", "ok": "Hash verified",
              "mismatch": "HASH MISMATCH", "missing": "BYTES MISSING"}
@@ -169,7 +175,7 @@ class CustodyEvent(db.Model):
     id: Mapped[int] = mapped_column(_BigKey, primary_key=True)
     item_id: Mapped[int] = mapped_column(ForeignKey("evidence_items.id"), index=True)
     seq: Mapped[int] = mapped_column(Integer)  # 1, 2, ... within the item, no gaps
-    kind: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(32))
     at: Mapped[datetime] = mapped_column(UtcDateTime)
     user_id: Mapped[int | None] = mapped_column(Integer, index=True)  # no FK: kept as written
     username: Mapped[str | None] = mapped_column(String(150))  # snapshots at the time
@@ -181,6 +187,16 @@ class CustodyEvent(db.Model):
     hash: Mapped[str] = mapped_column(String(64))
 
     item: Mapped[EvidenceItem] = relationship(back_populates="events")
+
+    @property
+    def summary(self) -> str:
+        """One sentence saying what happened, from the kind and the details (for the
+        item page; the custody report writes the same)."""
+        import json
+
+        from taskforce.evidence.reports import event_summary
+
+        return event_summary(self.kind, json.loads(self.details) if self.details else None)
 
     def __repr__(self) -> str:
         return f"<CustodyEvent item {self.item_id} #{self.seq} {self.kind}>"

@@ -123,7 +123,7 @@ class Redacted:
 
     TEXT = frozenset({"description", "collected_by", "collected_place", "original_filename",
                       "storage_location", "checked_out_to", "place", "reason", "details",
-                      "user_name"})
+                      "user_name", "summary"})
 
     def __init__(self, target: Any, redact: Redactor) -> None:
         object.__setattr__(self, "_target", target)
@@ -388,6 +388,59 @@ def _details_line(details: dict[str, Any] | None) -> str:
     return "; ".join(parts)
 
 
+def _person(details: dict[str, Any], side: str) -> str:
+    name, username = details.get(f"{side}_name"), details.get(f"{side}_username")
+    if name and username and name != username:
+        return f"{name} ({username})"
+    return str(name or username or "nobody")
+
+
+def _day(value: Any) -> str:
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return _fmt_at(value)
+
+
+def event_summary(kind: str, details: dict[str, Any] | None) -> str:
+    """What a custody event records, in one sentence, from its kind and details: the
+    hand-overs, moves and legal holds whose story is in the details ("" for the rest,
+    whose where and why say it all)."""
+    d = details or {}
+    if kind == "MOVED":
+        return (f"Moved from {d.get('from_location') or 'an unrecorded location'} to "
+                f"{d.get('to_location') or '-'}")
+    if kind in ("TRANSFERRED", "TRANSFER_REFUSED", "TRANSFER_WITHDRAWN"):
+        offer = f"Hand-over from {_person(d, 'from')} to {_person(d, 'to')}"
+        if d.get("requested_by"):
+            offer += f", asked by {d['requested_by']}"
+        if d.get("requested_at"):
+            offer += f" on {_day(d['requested_at'])}"
+        if d.get("offer_reason"):
+            offer += f" (reason given: {d['offer_reason']})"
+        return offer + {"TRANSFERRED": ": accepted by the receiver",
+                        "TRANSFER_REFUSED": ": refused by the receiver; the giver kept the item",
+                        "TRANSFER_WITHDRAWN": ": withdrawn before the receiver accepted; the "
+                                              "giver kept the item"}[kind]
+    if kind == "LEGAL_HOLD_SET":
+        text = f"Legal hold set on case {d.get('case') or '-'}"
+        if d.get("added_under_hold"):
+            text += f" (the case has been under this hold since {_day(d.get('held_since'))})"
+        if d.get("store_hold"):
+            text += "; the stored bytes carry the store's legal hold"
+        return text + ": nothing of the case may be disposed of"
+    if kind == "LEGAL_HOLD_CLEARED":
+        text = (f"Legal hold on case {d.get('case') or '-'} cleared (held since "
+                f"{_day(d.get('held_since'))}")
+        text += f", set by {d['set_by']})" if d.get("set_by") else ")"
+        if d.get("kept_for_other_case"):
+            text += "; the stored bytes stay held: another case under a legal hold has them"
+        return text
+    return ""
+
+
 def custody_report(*, case_number: str, case_title: str, items: list[ReportItem],
                    generated_by: str, generated_at: datetime, ledger_ok: bool | None = None,
                    note: str = "") -> bytes:
@@ -439,6 +492,9 @@ def custody_report(*, case_number: str, case_title: str, items: list[ReportItem]
                                                 f"{ev.who or '-'}"),
                            new_x="LMARGIN", new_y="NEXT")
             pdf.set_font(pdf.body, "", 8)
+            summary = event_summary(ev.kind, ev.details)
+            if summary:
+                pdf.multi_cell(0, 4, pdf.text_of(summary), new_x="LMARGIN", new_y="NEXT")
             if ev.place:
                 pdf.multi_cell(0, 4, pdf.text_of(f"Where: {ev.place}"), new_x="LMARGIN",
                                new_y="NEXT")

@@ -48,6 +48,11 @@ class DecisionIn(Schema):
                   metadata={"description": "required to refuse"})
 
 
+class WithdrawIn(Schema):
+    reason = String(load_default="", validate=Length(max=REASON_MAX),
+                    metadata={"description": "why the hand-over is withdrawn (in the chain)"})
+
+
 class CheckOutIn(Schema):
     to = String(required=True, validate=Length(min=1, max=PLACE_MAX),
                 metadata={"description": "where it goes (the lab, the court)"})

@@ -440,6 +440,7 @@ def add_physical_item(*, actor: Actor, case_id: Any, description: Any = None,
     ledger.append(db.session, item, kind="RECEIVED", at=at, place=location,
                   reason="Booked into evidence storage", details={"storage_location": location},
                   **who)
+    apply_case_hold(item)  # booked into a held case: held from its first moment
     audit.record(actor=actor, action="evidence.add_physical", object_type="evidence_item",
                  object_id=item.id, case_id=case.id, details={"number": item.number})
     _commit("Another change to this case's evidence got there first; try again.")
@@ -605,7 +606,9 @@ def download(*, actor: Actor, item_id: Any, place: str = "", reason: str = "",
 # Every change of who holds an item or where it stands appends one event (who, when,
 # where, why) and one audit record in the same transaction. A hand-over is two steps:
 # the giver asks (a CustodyTransfer, pending), the receiver accepts (TRANSFERRED is
-# appended, naming both) or refuses (nothing moves). Until then the giver holds it.
+# appended, naming both) or refuses (TRANSFER_REFUSED), or the giver withdraws it
+# (TRANSFER_WITHDRAWN). Until then the giver holds it. A hand-over that did not happen
+# is in the chain too: who offered the item to whom, when, and why it did not go.
 
 _HOLDABLE = ("in_custody", "sealed")  # states in which an item can be handed on or sealed
 
@@ -696,6 +699,20 @@ def _transfer_for_receiver(actor: Actor, transfer_id: Any, action: str
     return request, item, case
 
 
+def _offer_details(request: CustodyTransfer) -> dict[str, Any]:
+    """Who offered the item to whom, when and why (names as they are at the time)."""
+    giver, receiver = request.from_user, request.to_user
+    return {"transfer_id": request.id,
+            "from_user_id": giver.id if giver else None,
+            "from_username": giver.username if giver else None,
+            "from_name": giver.full_name if giver else None,
+            "to_user_id": receiver.id, "to_username": receiver.username,
+            "to_name": receiver.full_name,
+            "requested_by": request.requested_by.username if request.requested_by else None,
+            "requested_at": request.requested_at.isoformat(),
+            "offer_reason": request.reason}
+
+
 def accept_transfer(*, actor: Actor, transfer_id: Any, place: Any = None,
                     note: Any = None) -> CustodyEvent:
     """The receiver takes the item: TRANSFERRED (from, to, asked by whom and why)."""
@@ -734,29 +751,44 @@ def accept_transfer(*, actor: Actor, transfer_id: Any, place: Any = None,
 
 
 def refuse_transfer(*, actor: Actor, transfer_id: Any, note: Any = None) -> CustodyTransfer:
-    """The receiver declines: the giver keeps the item (no custody event: nothing moved)."""
+    """The receiver declines: the giver keeps the item, and the chain records
+    TRANSFER_REFUSED (by the receiver; why in `reason`; the offer in its details)."""
     request, item, case = _transfer_for_receiver(actor, transfer_id, "evidence.transfer_refuse")
     errors = _Errors()
     note = errors.text("note", note, max_len=REASON_MAX, required=True)
     errors.raise_if_any()
-    request.status, request.decided_at, request.decision_note = "refused", now(), note
+    at = now()
+    event = ledger.append(db.session, item, kind="TRANSFER_REFUSED", at=at, place=request.place,
+                          reason=note, details=_offer_details(request), **_who(actor))
+    request.status, request.decided_at, request.decision_note = "refused", at, note
     audit.record(actor=actor, action="evidence.transfer_refuse", object_type="evidence_item",
                  object_id=item.id, case_id=case.id,
-                 details={"number": item.number, "transfer_id": request.id, "note": note[:300]})
+                 details={"number": item.number, "transfer_id": request.id, "note": note[:300],
+                          "custody_hash": event.hash})
     _commit("Another change to this item got there first; try again.")
     return request
 
 
-def cancel_transfer(*, actor: Actor, item_id: Any) -> CustodyTransfer:
-    """The giver (or a manager of the case) withdraws a hand-over not yet accepted."""
+def cancel_transfer(*, actor: Actor, item_id: Any, reason: Any = None) -> CustodyTransfer:
+    """The giver (or a manager of the case) withdraws a hand-over not yet accepted:
+    TRANSFER_WITHDRAWN (by whom, why if given; the offer in its details)."""
     item, case = _handler_item(actor, item_id, "evidence.transfer_cancel")
+    errors = _Errors()
+    reason = errors.text("reason", reason, max_len=REASON_MAX)
+    errors.raise_if_any()
     request = _pending_transfer(item.id)
     if request is None:
         raise Conflict("No hand-over of this item is waiting.")
-    request.status, request.decided_at = "cancelled", now()
+    at = now()
+    event = ledger.append(db.session, item, kind="TRANSFER_WITHDRAWN", at=at,
+                          place=request.place, reason=reason or "Hand-over withdrawn",
+                          details=_offer_details(request), **_who(actor))
+    request.status, request.decided_at = "cancelled", at
+    request.decision_note = reason or None
     audit.record(actor=actor, action="evidence.transfer_cancel", object_type="evidence_item",
                  object_id=item.id, case_id=case.id,
-                 details={"number": item.number, "transfer_id": request.id})
+                 details={"number": item.number, "transfer_id": request.id,
+                          "custody_hash": event.hash})
     _commit("Another change to this item got there first; try again.")
     return request
 
@@ -951,12 +983,22 @@ def set_legal_hold(*, actor: Actor, case_id: Any, reason: Any = None,
     digests = _case_digests(case.id)
     for digest in digests:  # the store first: a failure leaves no hold recorded
         store.set_legal_hold(digest, True)
-    hold = LegalHold(case_id=case.id, reason=reason, set_by_id=actor.user_id, set_at=now())
+    at = now()
+    hold = LegalHold(case_id=case.id, reason=reason, set_by_id=actor.user_id, set_at=at)
     db.session.add(hold)
     db.session.flush()
+    # Each item's chain says it was held from this moment (its ledger stands alone in court).
+    who = _who(actor)
+    items = _case_items(case.id)
+    for item in items:
+        ledger.append(db.session, item, kind="LEGAL_HOLD_SET", at=at, reason=reason,
+                      details={"hold_id": hold.id, "case": case.number,
+                               "store_hold": item.is_digital, "backend": store.name
+                               if item.is_digital else None}, **who)
     audit.record(actor=actor, action="evidence.legal_hold_set", object_type="case",
                  object_id=case.id, case_id=case.id,
-                 details={"hold_id": hold.id, "objects": len(digests), "backend": store.name})
+                 details={"hold_id": hold.id, "objects": len(digests), "backend": store.name,
+                          "items": len(items)})
     _commit("Another change to this case got there first; try again.")
     return hold
 
@@ -979,21 +1021,51 @@ def clear_legal_hold(*, actor: Actor, case_id: Any, reason: Any = None,
     released = [d for d in _case_digests(case.id) if d not in held_elsewhere]
     for digest in released:
         store.set_legal_hold(digest, False)
-    hold.cleared_at, hold.cleared_by_id, hold.clear_reason = now(), actor.user_id, reason
+    at = now()
+    hold.cleared_at, hold.cleared_by_id, hold.clear_reason = at, actor.user_id, reason
+    who = _who(actor)
+    items = _case_items(case.id)
+    for item in items:
+        ledger.append(db.session, item, kind="LEGAL_HOLD_CLEARED", at=at, reason=reason,
+                      details={"hold_id": hold.id, "case": case.number,
+                               "held_since": hold.set_at.isoformat(),
+                               "set_by": hold.set_by.username if hold.set_by else None,
+                               "kept_for_other_case": item.is_digital
+                               and item.sha256 in held_elsewhere}, **who)
     audit.record(actor=actor, action="evidence.legal_hold_clear", object_type="case",
                  object_id=case.id, case_id=case.id,
-                 details={"hold_id": hold.id, "objects": len(released),
+                 details={"hold_id": hold.id, "objects": len(released), "items": len(items),
                           "kept_for_other_cases": len(set(_case_digests(case.id))
                                                       & held_elsewhere)})
     _commit("Another change to this case got there first; try again.")
     return hold
 
 
+def _case_items(case_id: int) -> list[EvidenceItem]:
+    return list(db.session.scalars(select(EvidenceItem).where(EvidenceItem.case_id == case_id)
+                                   .order_by(EvidenceItem.seq)))
+
+
 def apply_case_hold(item: EvidenceItem, store: EvidenceStore | None = None) -> bool:
-    """Put a newly stored item under its case's legal hold, if there is one (for ingest)."""
-    if not item.is_digital or active_legal_hold(item.case_id) is None:
+    """Put a new item under its case's legal hold, if there is one (for ingest and
+    physical intake): the store's hold on its bytes, and LEGAL_HOLD_SET in its chain
+    in the caller's transaction, by the person who added it."""
+    hold = active_legal_hold(item.case_id)
+    if hold is None:
         return False
-    (store or get_store()).set_legal_hold(item.sha256, True)
+    backend = None
+    if item.is_digital:
+        store = store or get_store()
+        store.set_legal_hold(item.sha256, True)
+        backend = store.name
+    case = db.session.get(Case, item.case_id)
+    adder = _user(item.created_by_id)
+    ledger.append(db.session, item, kind="LEGAL_HOLD_SET", at=now(), reason=hold.reason,
+                  user_id=item.created_by_id, username=adder.username if adder else None,
+                  user_name=adder.full_name if adder else None,
+                  details={"hold_id": hold.id, "case": case.number if case else None,
+                           "added_under_hold": True, "held_since": hold.set_at.isoformat(),
+                           "store_hold": item.is_digital, "backend": backend})
     return True
 
 
@@ -1454,7 +1526,8 @@ def integrity_alerts(*, actor: Actor, unread_only: bool = False) -> list[Any]:
     audit.record(actor=actor, action="evidence.integrity_alerts", object_type="user",
                  object_id=actor.user_id, details={"alerts": len(alerts)})
     for alert in alerts:
-        if alert.read_at is None:
+        alert.new = alert.read_at is None  # shown as new this once (not a column)
+        if alert.new:
             alert.read_at = now()
     db.session.commit()
     return alerts
@@ -1639,9 +1712,8 @@ def move_item(*, actor: Actor, item_id: Any, storage_location: Any = None, reaso
     """A physical item moved to another storage location (another room, locker, shelf).
 
     The custodian or someone who manages the case moves it; the item keeps its
-    custodian. It goes into its chain as RECEIVED at the new location (who, when, why;
-    the old and the new location in its details): booking it in at a new place is what
-    the first RECEIVED of a physical item records too."""
+    custodian. It goes into its chain as MOVED (who, when, why; where from and where
+    to in its details; `place` is the new location unless said otherwise)."""
     item, case = _handler_item(actor, item_id, "evidence.move")
     if item.is_digital:
         raise Conflict("A digital file is kept in the evidence store: it has no storage "
@@ -1657,9 +1729,9 @@ def move_item(*, actor: Actor, item_id: Any, storage_location: Any = None, reaso
     errors.raise_if_any()
     before = item.storage_location
     item.storage_location = location
-    event = ledger.append(db.session, item, kind="RECEIVED", at=now(), place=place or location,
-                          reason=reason, details={"storage_location": location,
-                                                  "moved_from": before, "via": "storage move"},
+    event = ledger.append(db.session, item, kind="MOVED", at=now(), place=place or location,
+                          reason=reason, details={"from_location": before,
+                                                  "to_location": location},
                           **_who(actor))
     audit.record(actor=actor, action="evidence.move", object_type="evidence_item",
                  object_id=item.id, case_id=case.id,

@@ -137,8 +137,8 @@ def transfer(item_id: int):
 @signed_in
 def cancel_transfer(item_id: int):
     try:
-        service.cancel_transfer(actor=current_actor(), item_id=item_id)
-    except Conflict as err:
+        service.cancel_transfer(actor=current_actor(), item_id=item_id, reason=_form("reason"))
+    except (Invalid, Conflict) as err:
         return _item_page(item_id, failed="transfer", error=err, status=err.status)
     flash("Hand-over withdrawn.", "success")
     return redirect(url_for(".item", item_id=item_id, _anchor="custody"))

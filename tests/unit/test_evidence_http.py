@@ -239,6 +239,25 @@ def test_transfer_and_physical_over_the_api(ev_app, setup):
     assert resp.status_code == 403
 
 
+def test_a_hand_over_withdrawn_over_the_api_keeps_the_reason_in_the_chain(ev_app, setup):
+    _user, actor, case_id, caller = setup
+    item_id = _upload(caller, case_id, b"withdraw me").get_json()["id"]
+    other, _ = person()
+    cases.add_member(actor=actor, case_id=case_id, user_id=other.id, case_role="investigator")
+    assert caller.post(f"/api/v1/evidence/{item_id}/transfer",
+                       json={"to_username": other.username, "reason": "Lab"}).status_code == 202
+    resp = caller.post(f"/api/v1/evidence/{item_id}/transfer/cancel", json={"reason": "x" * 5000})
+    assert resp.status_code == 422  # too long: nothing withdrawn
+    resp = caller.post(f"/api/v1/evidence/{item_id}/transfer/cancel",
+                       json={"reason": "Lab booked out"})
+    assert resp.status_code == 200 and resp.get_json()["status"] == "cancelled"
+    last = db.session.scalars(select(CustodyEvent).where(CustodyEvent.item_id == item_id)
+                              .order_by(CustodyEvent.seq.desc())).first()
+    assert (last.kind, last.reason) == ("TRANSFER_WITHDRAWN", "Lab booked out")
+    resp = caller.post(f"/api/v1/evidence/{item_id}/transfer/cancel", json={})
+    assert resp.status_code == 409  # nothing waits any more
+
+
 def test_verify_over_the_api(setup):
     _, _, case_id, caller = setup
     item_id = _upload(caller, case_id, b"verify me").get_json()["id"]

@@ -175,11 +175,10 @@ def test_moving_an_item_is_a_custody_event_with_who_when_why(team):
     item = physical(investigator, team.case_id)
     event = service.move_item(actor=investigator, item_id=item.id,
                               storage_location="Annex B, shelf 4", reason="Locker room flooded")
-    assert event.kind == "RECEIVED" and event.username == team.investigator[0].username
+    assert event.kind == "MOVED" and event.username == team.investigator[0].username
     assert event.reason == "Locker room flooded" and event.place == "Annex B, shelf 4"
-    assert json.loads(event.details) == {"storage_location": "Annex B, shelf 4",
-                                         "moved_from": "HQ property room, locker 14",
-                                         "via": "storage move"}
+    assert json.loads(event.details) == {"from_location": "HQ property room, locker 14",
+                                         "to_location": "Annex B, shelf 4"}
     assert event.prev_hash == events(item.id)[-2].hash
     db.session.expire_all()
     assert db.session.get(EvidenceItem, item.id).storage_location == "Annex B, shelf 4"
@@ -192,8 +191,8 @@ def test_moving_an_item_is_a_custody_event_with_who_when_why(team):
     service.seal(actor=investigator, item_id=item.id, seal_number="S-1")
     service.move_item(actor=investigator, item_id=item.id, storage_location="Vault",
                       reason="Long-term storage")
-    assert [e.kind for e in events(item.id)] == ["COLLECTED", "RECEIVED", "RECEIVED", "SEALED",
-                                                 "RECEIVED"]
+    assert [e.kind for e in events(item.id)] == ["COLLECTED", "RECEIVED", "MOVED", "SEALED",
+                                                 "MOVED"]
 
 
 def test_bad_moves_are_refused_and_leave_nothing(team):
@@ -260,8 +259,8 @@ def test_label_and_move_through_the_api(app, team):
     assert resp.status_code == 200, resp.get_json()
     body = resp.get_json()
     assert body["item"]["storage_location"] == "Annex B"
-    assert body["custody"][-1]["kind"] == "RECEIVED"
-    assert body["custody"][-1]["details"]["moved_from"] == "HQ property room, locker 14"
+    assert body["custody"][-1]["kind"] == "MOVED"
+    assert body["custody"][-1]["details"]["from_location"] == "HQ property room, locker 14"
     resp = caller.post(f"/api/v1/evidence/{item.id}/storage-location",
                        json={"storage_location": "Annex C"})
     assert resp.status_code in (400, 422) and "reason" in json.dumps(resp.get_json())

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 
 import pytest
 from sqlalchemy import text
@@ -143,3 +144,92 @@ def test_cli_sweep_rehashes_everything_and_fails_on_a_flipped_byte(ev_app, items
     assert f"INTEGRITY FAILURE {first.number}" in bad.output
     assert _verify().ok  # the failures were appended to the chains, which stay sound
     assert ev_app.extensions["celery"].conf.beat_schedule["evidence-integrity-sweep"]
+
+
+# --- the custody history that is not a change of hands ----------------------------------
+
+NEW_KINDS = ("MOVED", "TRANSFER_REFUSED", "TRANSFER_WITHDRAWN", "LEGAL_HOLD_SET",
+             "LEGAL_HOLD_CLEARED")
+
+
+@pytest.fixture()
+def storied(ev_app):
+    """A physical item moved, offered and refused, offered and withdrawn, held and
+    released from the hold: COLLECTED RECEIVED MOVED TRANSFER_REFUSED TRANSFER_WITHDRAWN
+    LEGAL_HOLD_SET LEGAL_HOLD_CLEARED."""
+    from taskforce.investigations import service as cases
+
+    lead_user, lead = person()
+    case_id = make_case(lead)
+    receiver_user, receiver = person(agency=lead_user.agency)
+    cases.add_member(actor=lead, case_id=case_id, user_id=receiver_user.id,
+                     case_role="investigator")
+    _, supervisor = person(agency=lead_user.agency, roles=("supervisor",))
+    item = service.add_physical_item(actor=lead, case_id=case_id, description="Phone, bagged",
+                                     storage_location="Locker 1")
+    service.move_item(actor=lead, item_id=item.id, storage_location="Locker 2",
+                      reason="Locker 1 broken")
+    offer = service.transfer(actor=lead, item_id=item.id, to_user_id=receiver_user.id,
+                             reason="Lab run")
+    service.refuse_transfer(actor=receiver, transfer_id=offer.id, note="Not my case work")
+    service.transfer(actor=lead, item_id=item.id, to_user_id=receiver_user.id, reason="Again")
+    service.cancel_transfer(actor=lead, item_id=item.id, reason="Sent to the wrong person")
+    service.set_legal_hold(actor=supervisor, case_id=case_id, reason="Preservation letter")
+    service.clear_legal_hold(actor=supervisor, case_id=case_id, reason="Appeal over")
+    return item
+
+
+def test_new_kinds_are_chained_and_verify(ev_app, storied):
+    from sqlalchemy import select
+
+    from taskforce.evidence.models import CustodyEvent
+
+    rows = db.session.scalars(select(CustodyEvent).where(CustodyEvent.item_id == storied.id)
+                              .order_by(CustodyEvent.seq)).all()
+    assert [r.kind for r in rows] == ["COLLECTED", "RECEIVED", *NEW_KINDS]
+    for before, after in itertools.pairwise(rows):
+        assert after.prev_hash == before.hash
+    assert ledger.compute_hash({c: getattr(rows[-1], c) for c in ledger.HASHED_FIELDS}) == \
+        rows[-1].hash
+    result = _verify()
+    assert result.ok and result.events == 7, result.message
+    out = ev_app.test_cli_runner().invoke(args=["evidence", "verify-ledger"])
+    assert out.exit_code == 0 and "intact: 7 events on 1 items" in out.output, out.output
+
+
+@pytest.mark.parametrize("kind", NEW_KINDS)
+def test_tampering_a_new_kind_event_is_found(storied, kind):
+    # rewriting why the hand-over was refused or withdrawn, the item moved or held
+    _behind_the_apps_back(f"UPDATE custody_events SET reason = 'rewritten' "
+                          f"WHERE item_id = {storied.id} AND kind = '{kind}'")
+    result = _verify()
+    assert not result.ok and result.item_id == storied.id
+    assert result.seq == 3 + NEW_KINDS.index(kind) and "edited" in result.problem
+
+
+def test_deleting_a_refusal_from_the_chain_is_found(storied):
+    _behind_the_apps_back(f"DELETE FROM custody_events WHERE item_id = {storied.id} "
+                          "AND kind = 'TRANSFER_REFUSED'")
+    result = _verify()
+    assert not result.ok and result.seq == 5 and "seq 4 missing" in result.problem
+
+
+def test_kind_check_constraint_refuses_an_unknown_kind(storied):
+    with pytest.raises(IntegrityError, match="(?i)check"), db.engine.begin() as conn:
+        remove_custody_append_only(conn)
+        conn.exec_driver_sql(f"UPDATE custody_events SET kind = 'TELEPORTED' "
+                             f"WHERE item_id = {storied.id} AND seq = 3")
+    with db.engine.begin() as conn:
+        install_custody_append_only(conn)
+    assert _verify().ok
+    with pytest.raises(ValueError, match="custody kind"):
+        ledger.append(db.session, storied, kind="TELEPORTED")
+
+
+def test_details_rewritten_on_a_refusal_are_found(storied):
+    # who the item was offered to, quietly changed
+    _behind_the_apps_back("UPDATE custody_events SET details = replace(details, "
+                          "'\"to_username\":\"', '\"to_username\":\"x') "
+                          f"WHERE item_id = {storied.id} AND kind = 'TRANSFER_REFUSED'")
+    result = _verify()
+    assert not result.ok and result.seq == 4 and "edited" in result.problem

@@ -1184,6 +1184,118 @@ def unmerge_entities(*, actor: Actor, merge_id: Any) -> EntityMerge:
     return merge
 
 
+MERGES_MAX = 200
+
+
+@dataclass
+class MergeRecord:
+    """One merge as a reader of the case sees it: both entities as nodes
+    (schemas.graph_nodes shapes, survivors by pseudonym unless revealed)."""
+
+    merge: EntityMerge
+    kept: dict[str, Any]
+    absorbed: dict[str, Any]
+    merged_by: str | None
+    undone_by: str | None
+    case_number: str | None
+    superseded: bool  # the kept entity has since been merged into another
+
+    @property
+    def active(self) -> bool:
+        return self.merge.undone_at is None
+
+
+@dataclass
+class CaseMerges:
+    case: Case
+    items: list[MergeRecord]
+
+
+def _absorbed_node(actor: Actor, merge: EntityMerge, kept: Entity | None,
+                   cases: Mapping[int, Case]) -> dict[str, Any]:
+    """The absorbed side of a merge, when it is no entity of its own now. In a merge
+    still in force its memberships belong to the kept entity, which carries over its
+    survivor role, pseudonym and shielding links: it is named as a readable case had
+    entered it only where that case reveals the kept entity; otherwise (and always
+    after an undo) by its pseudonym or its kind."""
+    before = merge.before or {}
+    pseudonym = before.get("absorbed_pseudonym")
+    gone = db.session.get(Entity, merge.absorbed_id)
+    kind = gone.kind if gone is not None else (kept.kind if kept is not None else "")
+    shield = policy.shields([kept.id]).get(kept.id) if kept is not None else None
+    label = None
+    # undone and since merged away elsewhere: its links are another entity's now
+    states = before.get("absorbed_memberships", []) if merge.undone_at is None else []
+    for state in states:
+        case = cases.get(state["case_id"])
+        if case is None or kept is None or kept.in_case(case.id) is None:
+            continue
+        if pseudonym is not None and not policy.may_see_survivor(actor, case):
+            continue
+        if policy.reveals_in(actor, kept, case, shield):
+            label = state.get("label") or ENTITY_KINDS.get(kind, kind)
+            break
+    return {"id": merge.absorbed_id, "kind": kind,
+            "label": label or pseudonym or ENTITY_KINDS.get(kind, kind),
+            "survivor": pseudonym is not None, "minor": False, "redacted": label is None,
+            "role": None, "cases": []}
+
+
+def case_merges(*, actor: Actor, case_id: Any) -> CaseMerges:
+    """The merges that shaped this case's network, newest first: those made in this
+    case, and those made in another case the reader may read on an entity this case
+    holds. A merge made in a case the reader may not read is not listed (it would tell
+    them that case exists). Both entities shown through the redacting serializers.
+    Needs read access; audited like the other reads."""
+    from taskforce.accounts.models import User
+
+    case = get_case_or_404(actor=actor, case_id=case_id, action=READ, attempt="entity.merges")
+    readable = policy.readable_case_ids(actor)
+    held = select(CaseEntity.entity_id).where(CaseEntity.case_id == case.id)
+    merges = list(db.session.scalars(
+        select(EntityMerge).where(
+            EntityMerge.case_id.in_(readable),
+            or_(EntityMerge.case_id == case.id, EntityMerge.kept_id.in_(held),
+                EntityMerge.absorbed_id.in_(held)))
+        .order_by(EntityMerge.merged_at.desc(), EntityMerge.id.desc()).limit(MERGES_MAX)))
+    nodes = schemas.graph_nodes({i for m in merges for i in (m.kept_id, m.absorbed_id)},
+                                actor=actor, case_ids=readable)
+    wanted = {m.case_id for m in merges} | {
+        s["case_id"] for m in merges for s in (m.before or {}).get("absorbed_memberships", [])}
+    cases = {c.id: c for c in db.session.scalars(
+        select(Case).where(Case.id.in_(wanted & set(readable))))} if merges else {}
+    user_ids = {u for m in merges for u in (m.merged_by_id, m.undone_by_id) if u is not None}
+    names = dict(db.session.execute(select(User.id, User.username)
+                                    .where(User.id.in_(user_ids))).all()) if user_ids else {}
+    items = []
+    for m in merges:
+        kept = db.session.get(Entity, m.kept_id)
+        absorbed = nodes.get(m.absorbed_id) or _absorbed_node(actor, m, kept, cases)
+        kept_node = nodes.get(m.kept_id) or {
+            "id": m.kept_id, "kind": kept.kind if kept else "", "survivor": False,
+            "label": ENTITY_KINDS.get(kept.kind, "Entity") if kept else "Entity",
+            "minor": False, "redacted": True, "role": None, "cases": []}
+        items.append(MergeRecord(
+            merge=m, kept=kept_node, absorbed=absorbed, merged_by=names.get(m.merged_by_id),
+            undone_by=names.get(m.undone_by_id),
+            case_number=cases[m.case_id].number if m.case_id in cases else None,
+            superseded=kept is not None and kept.merged_into_id is not None))
+    audit.record(actor=actor, action="entity.merges", object_type="case", object_id=case.id,
+                 case_id=case.id, details={"returned": len(items)})
+    db.session.commit()
+    return CaseMerges(case=case, items=items)
+
+
+def case_numbers(*, actor: Actor, case_ids: Iterable[int]) -> dict[int, str]:
+    """Case id -> number, for the cases among these the actor may read (the pages name
+    the cases an entity is in; nothing else is read)."""
+    ids = {int(c) for c in case_ids}
+    if not ids:
+        return {}
+    return dict(db.session.execute(select(Case.id, Case.number).where(
+        Case.id.in_(ids), Case.id.in_(policy.visible_case_ids(actor)))).all())
+
+
 # Exports ------------------------------------------------------------------------------------
 
 @dataclass

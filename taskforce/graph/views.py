@@ -102,6 +102,10 @@ def _render(case_id: int, *, failed: str | None = None, error=None, status: int 
                            can_contribute=net.can_contribute, failed=failed, error=error,
                            form=request.form if failed else {}, graph=graph,
                            timeline=_timeline(data),
+                           # on request only: it compares every case the reader may read
+                           duplicates=_duplicates(actor, net.case.id)
+                           if request.args.get("duplicates") or failed == "duplicates" else None,
+                           merges=service.case_merges(actor=actor, case_id=case_id).items,
                            graph_scripts=[f for f in GRAPH_SCRIPTS if _static_exists(f)]
                            if _static_exists(GRAPH_SCRIPTS[0]) else [],
                            chart_script=CHART_SCRIPT if _static_exists(CHART_SCRIPT) else None
@@ -147,6 +151,89 @@ def add_link(case_id: int):
                 first_seen=_form("first_seen") or None, last_seen=_form("last_seen") or None,
                 confidence=_form("confidence") or None, count=_form("count") or None,
                 amount=_form("amount") or None)
+
+
+# --- Entity resolution: possible duplicates, merge, undo a merge --------------------------
+
+from taskforce.errors import Forbidden, NotFound  # this block's own imports
+from taskforce.investigations.service import READ, WRITE, get_case_or_404
+
+# Why a pair is suggested, by the kind of identifier they share (Suggestion.detail).
+SHARED_IDENTIFIER = {"person": "the same name and date of birth", "address": "the same address",
+                     "phone": "the same phone number", "email": "the same email address",
+                     "name": "the same name", "vehicle_plate": "the same licence plate",
+                     "vin": "the same VIN", "url": "the same web address"}
+
+
+def _duplicates(actor, case_id: int) -> list[dict]:
+    """Suggested pairs as this reader sees both entities (schemas.graph_nodes redacts),
+    with the numbers of the readable cases each one is in."""
+    found = service.suggest_duplicates(actor=actor, case_id=case_id)
+    nodes = schemas.graph_nodes({i for s in found.suggestions for i in s.entities},
+                                actor=actor, case_ids=found.case_ids)
+    numbers = service.case_numbers(actor=actor,
+                                   case_ids={c for n in nodes.values() for c in n["cases"]})
+    rows = []
+    for s in found.suggestions:
+        if not all(i in nodes for i in s.entities):
+            continue
+        pair = [nodes[i] for i in s.entities]
+        # the entity this case holds first: kept by default
+        pair.sort(key=lambda n: case_id not in n["cases"])
+        why = (f"Shares {SHARED_IDENTIFIER.get(s.detail, 'an identifier (' + s.detail + ')')}"
+               if s.reason == "same_identifier"
+               else "Similar name, same date of birth")
+        rows.append({"entities": [{**n, "case_numbers": [numbers.get(c, "?") for c in n["cases"]]}
+                                  for n in pair],
+                     "reason": s.reason, "why": why, "score": s.score,
+                     "pair": ",".join(str(n["id"]) for n in pair)})
+    return rows
+
+
+def _resolve(case_id: int, section: str, done: str, call, **kwargs):
+    """Like _act, but a refusal the service raises for this form (403 for an entity in a
+    case you may only read, 404 for a merge not shared with you) also shows the page
+    again with the message beside the form. The case is looked up first, so someone
+    outside it gets the one 404 page, as on every case route."""
+    try:
+        call(actor=current_actor(), case_id=case_id, **kwargs)
+    except (Invalid, Conflict, Forbidden, NotFound) as err:
+        return _render(case_id, failed=section, error=err, status=err.status)
+    flash(done, "success")
+    again = {"duplicates": 1} if section == "duplicates" else {}  # the suggestions left
+    return redirect(url_for(".network", case_id=case_id, _anchor=section, **again))
+
+
+def _merge(*, actor, case_id: int, pair: str, keep_id: str, reason: str):
+    get_case_or_404(actor=actor, case_id=case_id, action=WRITE, attempt="entity.merge")
+    # the form names the pair and which one stays; the other one is absorbed
+    ids = [p.strip() for p in pair.split(",") if p.strip()]
+    absorb_id = next((i for i in ids if i != keep_id), "") if keep_id in ids else ""
+    if not reason:  # a merge changes what every case holding either entity sees
+        raise Invalid("Say why these are the same before merging them.",
+                      fields={"reason": ["Required."]})
+    service.merge_entities(actor=actor, case_id=case_id, keep_id=keep_id or None,
+                           absorb_id=absorb_id or None, reason=reason)
+
+
+def _undo(*, actor, case_id: int, merge_id: str):
+    get_case_or_404(actor=actor, case_id=case_id, action=READ, attempt="entity.unmerge")
+    service.unmerge_entities(actor=actor, merge_id=merge_id)
+
+
+@bp.post("/cases/<int:case_id>/network/merges")
+@signed_in
+def merge_entities(case_id: int):
+    return _resolve(case_id, "duplicates", "Merged: the kept entity now carries both "
+                    "records. You can undo this below.", _merge, pair=_form("pair"),
+                    keep_id=_form("keep_id"), reason=_form("reason"))
+
+
+@bp.post("/cases/<int:case_id>/network/merges/undo")
+@signed_in
+def undo_merge(case_id: int):
+    return _resolve(case_id, "merges", "Merge undone: both entities are back as they were.",
+                    _undo, merge_id=_form("merge_id"))
 
 
 # --- Imports: the case's import page, one import's live status, column mappings ----------

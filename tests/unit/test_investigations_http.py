@@ -86,7 +86,8 @@ def valid_payload(rule: str, user_id: int, agency_id: int) -> dict:
         "legal-hold": {"reason": "probe"},
         "clear": {"reason": "probe"},
         "packages": {"item_ids": [1], "title": "probe"},
-        "merges": {"keep_id": 1, "absorb_id": 2, "reason": "probe"},
+        "merges": {"keep_id": 1, "absorb_id": 2, "pair": "1,2", "reason": "probe"},
+        "undo": {"merge_id": 1},
     }.get(last, {})
 
 

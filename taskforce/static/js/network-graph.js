@@ -637,6 +637,28 @@
     });
   });
 
+  // Possible duplicates: "Show in graph" lights up both entities of the pair (an
+  // entity of another case is drawn only once an expand has brought it in).
+  document.querySelectorAll("[data-show-entities]").forEach((b) => {
+    b.addEventListener("click", () => {
+      let lit = cy.collection();
+      b.dataset.showEntities.split(",").forEach((id) => {
+        lit = lit.union(cy.getElementById(nid(Number(id))));
+      });
+      cy.elements().removeClass("shown on-path faded");
+      if (lit.empty()) {
+        say("Neither entity of this pair is drawn: expand their neighbours to bring them in.");
+        return;
+      }
+      lit.removeClass("filtered").addClass("on-path");
+      cy.elements().not(lit).addClass("faded");
+      cy.animate({ fit: { eles: lit, padding: 80 } }, { duration: 250 });
+      say(lit.length === 2 ? `Possible duplicates: ${lit.map((n) => n.data("label")).join(" and ")}.`
+        : `Only ${lit.data("label")} of this pair is drawn here.`);
+      document.getElementById("graph").scrollIntoView();
+    });
+  });
+
   buildLegend();
   showPicked();
   applyFilters();

@@ -46,6 +46,13 @@ def init_app(app: Flask) -> Celery:
     return celery
 
 
+def schedule(app: Flask, name: str, entry: dict) -> None:
+    """Add a `celery beat` entry (each part schedules its own periodic jobs)."""
+    celery = app.extensions.get("celery")
+    if celery is not None:
+        celery.conf.beat_schedule = {**(celery.conf.beat_schedule or {}), name: entry}
+
+
 def job(*task_args, **task_kwargs):
     """@job(...) = celery.task that rolls the session back on error and logs."""
 

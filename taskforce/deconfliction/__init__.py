@@ -22,17 +22,14 @@ OPERATION_PURGE_EVERY_SECONDS = 3600.0
 
 
 def init_app(app: Flask) -> None:
+    from taskforce import jobs
     from taskforce.deconfliction import api, blind, cli, service, tasks, views  # noqa: F401
 
     blind.keyring(app)  # refuse to start without the key where it is required
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
     app.cli.add_command(cli.deconfliction_cli)
-    celery = app.extensions.get("celery")
-    if celery is not None:
-        schedule = dict(celery.conf.beat_schedule or {})
-        schedule["deconfliction-purge-expired"] = {
-            "task": tasks.purge_expired_registrations.name, "schedule": PURGE_EVERY_SECONDS}
-        schedule["deconfliction-purge-operations"] = {
-            "task": tasks.purge_operations.name, "schedule": OPERATION_PURGE_EVERY_SECONDS}
-        celery.conf.beat_schedule = schedule
+    jobs.schedule(app, "deconfliction-purge-expired", {
+        "task": tasks.purge_expired_registrations.name, "schedule": PURGE_EVERY_SECONDS})
+    jobs.schedule(app, "deconfliction-purge-operations", {
+        "task": tasks.purge_operations.name, "schedule": OPERATION_PURGE_EVERY_SECONDS})

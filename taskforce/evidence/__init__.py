@@ -19,14 +19,11 @@ SWEEP_EVERY_SECONDS = 24 * 3600.0  # the integrity sweep re-hashes every stored 
 
 
 def init_app(app: Flask) -> None:
+    from taskforce import jobs
     from taskforce.evidence import api, cli, models, service, tasks, views  # noqa: F401  (tables, timeline, jobs)
 
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
     app.cli.add_command(cli.evidence_cli)
-    celery = app.extensions.get("celery")
-    if celery is not None:
-        schedule = dict(celery.conf.beat_schedule or {})
-        schedule["evidence-integrity-sweep"] = {"task": tasks.integrity_sweep.name,
-                                                "schedule": SWEEP_EVERY_SECONDS}
-        celery.conf.beat_schedule = schedule
+    jobs.schedule(app, "evidence-integrity-sweep", {"task": tasks.integrity_sweep.name,
+                                                     "schedule": SWEEP_EVERY_SECONDS})

@@ -16,14 +16,11 @@ DRAIN_EVERY_SECONDS = 30.0
 
 
 def init_app(app: Flask) -> None:
+    from taskforce import jobs
     from taskforce.graph import api, cli, service, tasks, views  # noqa: F401  (task, timeline)
 
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
     app.cli.add_command(cli.graph_cli)
-    celery = app.extensions.get("celery")
-    if celery is not None:
-        schedule = dict(celery.conf.beat_schedule or {})
-        schedule["graph-drain-outbox"] = {"task": tasks.drain_outbox.name,
-                                          "schedule": DRAIN_EVERY_SECONDS}
-        celery.conf.beat_schedule = schedule
+    jobs.schedule(app, "graph-drain-outbox", {"task": tasks.drain_outbox.name,
+                                               "schedule": DRAIN_EVERY_SECONDS})

@@ -14,8 +14,10 @@ from taskforce.victims import models  # noqa: F401  (tables in the metadata)
 
 
 def init_app(app: Flask) -> None:
-    from taskforce.victims import api, hooks, tasks, views  # noqa: F401  (the job)
+    from taskforce import jobs
+    from taskforce.victims import api, hooks, tasks, views
 
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp)
     hooks.install()
+    jobs.schedule(app, tasks.SWEEP_ENTRY, tasks.beat_entry(app))  # refused fast paths retried

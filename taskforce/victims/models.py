@@ -1,5 +1,6 @@
 """Survivor and minor alerts: one row per alerted agency and per fact seen, and the
-follow-up its victim specialists record on it.
+follow-up its victim specialists record on it; and the outbox of the checks owed
+(AlertCheck), written in the transaction of the links that call for them.
 
 Nothing here decides anything: what raises an alert is in service.py, who sees
 it (and whether the survivor's name or only the pseudonym) in policy.py.
@@ -7,8 +8,18 @@ it (and whether the survivor's name or only the pseudonym) in policy.py.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from taskforce.accounts.models import Agency, User, UtcDateTime, utcnow
@@ -114,3 +125,40 @@ class AlertFollowUp(db.Model):
 
     alert: Mapped[SurvivorAlert] = relationship(back_populates="follow_ups")
     by: Mapped[User] = relationship(lazy="joined")
+
+
+class AlertCheck(db.Model):
+    """A survivor-alert check owed for one committed write: the transactional outbox.
+
+    hooks.py adds the row in the transaction that writes the case memberships and
+    links it names, so it exists if and only if they committed. After the commit a
+    job is asked to run it at once (the fast path); if the broker refused that job,
+    the periodic sweep (tasks.sweep_alert_checks) runs it a few seconds later. Running
+    a check marks it processed in the same transaction as the alerts it raised, so it
+    is run once, whoever gets there first. A check that fails keeps `processed_at`
+    empty, counts `attempts`, keeps the `last_error` and is tried again from
+    `retry_at`; after service.CHECK_ATTEMPTS_MAX it waits for a person (service.outbox_status).
+
+    Ids only, never names: `bulk` is [kind, case id, the table's highest id before the
+    insert] for rows an import wrote in bulk (that case's rows above it).
+    """
+
+    __tablename__ = "victims_alert_outbox"
+    __table_args__ = (
+        CheckConstraint("attempts >= 0", name="attempts"),
+        Index("ix_victims_alert_outbox_waiting", "processed_at", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_entity_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    link_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    entity_ids: Mapped[list[int]] = mapped_column(JSON, default=list)
+    bulk: Mapped[list[list[Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # not before, after a failure
+    processed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    def __repr__(self) -> str:
+        return f"<AlertCheck {self.id} {'done' if self.processed_at else 'waiting'}>"

@@ -19,6 +19,17 @@ Raising (`evaluate`)
     reason, link, agency), so nothing is alerted twice. The agency's active victim
     specialists get one email each, holding the alert numbers and links only.
 
+Checks owed (`run_checks`, `sweep`, `outbox_status`)
+    hooks.py writes an outbox row (models.AlertCheck) in the transaction of the
+    memberships and links, and asks for it at once after the commit (the fast path);
+    `sweep` (every few seconds, Celery beat) runs what is still waiting, so a job the
+    broker refused loses nothing. A check is claimed in the transaction that writes
+    its alerts (on PostgreSQL SELECT ... FOR UPDATE SKIP LOCKED, then
+    `processed_at` set where still empty), so the fast path and the sweep never both
+    raise from it; and alert keys are unique anyway. A failure is counted on the row
+    (attempts, last_error, retry_at with backoff); after CHECK_ATTEMPTS_MAX it waits
+    for a person, logged and counted by `outbox_status`.
+
 Working (`acknowledge`, `record_follow_up`)
     The alerted agency's victim specialists acknowledge an alert and record what they
     did (contacted, services offered, referred, a note): who and when, audited.
@@ -30,11 +41,11 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import func, or_, select
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import aliased
 
@@ -51,6 +62,7 @@ from taskforce.victims import policy
 from taskforce.victims.models import (
     ALERT_STATUSES,
     FOLLOW_UP_ACTIONS,
+    AlertCheck,
     AlertFollowUp,
     SurvivorAlert,
 )
@@ -63,7 +75,10 @@ __all__ = [
     "get_alert",
     "list_alerts",
     "open_count",
+    "outbox_status",
     "record_follow_up",
+    "run_checks",
+    "sweep",
 ]
 
 SYSTEM = Actor.system("victims")
@@ -74,6 +89,17 @@ PER_PAGE_MAX = 200
 LINKS_PER_ENTITY_MAX = 2000  # a hub's links looked at when it joins a case
 CHUNK = 500  # ids per IN (...): well under SQLite's limit on bound parameters
 _NOT_FOUND = "No such alert, or it is not addressed to you."
+# The outbox of checks owed (AlertCheck): a check still waiting this long after its
+# commit is the sweep's (the fast-path job was refused, or is late); one that failed
+# waits RETRY_BASE_SECONDS * 2**(attempts - 1), at most RETRY_MAX_SECONDS, and after
+# CHECK_ATTEMPTS_MAX failures waits for a person. Done checks are kept KEEP_DONE_DAYS.
+SWEEP_AFTER_SECONDS = 2.0
+SWEEP_BATCH = 200
+RETRY_BASE_SECONDS = 5.0
+RETRY_MAX_SECONDS = 300.0
+CHECK_ATTEMPTS_MAX = 8
+KEEP_DONE_DAYS = 7
+ERROR_MAX = 2000
 
 
 def now() -> datetime:
@@ -219,12 +245,14 @@ def _alert_key(fact: _Fact, agency_id: int) -> str:
 
 
 def evaluate(*, case_entity_ids: Iterable[int] = (), link_ids: Iterable[int] = (),
-             entity_ids: Iterable[int] = (), bulk: Iterable[tuple[str, int, int]] = ()
-             ) -> list[SurvivorAlert]:
+             entity_ids: Iterable[int] = (), bulk: Iterable[tuple[str, int, int]] = (),
+             check_id: int | None = None) -> list[SurvivorAlert]:
     """Raise the alerts these memberships, links and entities call for; return the new
     ones. `bulk` names rows a bulk insert wrote: (kind, case id, the table's highest id
     before it). Idempotent: facts already alerted are skipped (and a concurrent
-    evaluation that raised the same alert first makes this one retry and skip it)."""
+    evaluation that raised the same alert first makes this one retry and skip it).
+    `check_id`: the outbox row asking for it, marked processed in the same transaction
+    as the alerts; if another run has it (or had it), this one raises nothing."""
     ce_ids, link_ids = set(case_entity_ids), set(link_ids)
     for kind, case_id, floor in bulk:
         more_ce, more_links = _bulk_rows(kind, int(case_id), int(floor))
@@ -232,12 +260,21 @@ def evaluate(*, case_entity_ids: Iterable[int] = (), link_ids: Iterable[int] = (
         link_ids.update(more_links)
     for attempt in (1, 2):
         try:
-            return _evaluate(sorted(ce_ids), sorted(link_ids), sorted(set(entity_ids)))
+            return _evaluate(sorted(ce_ids), sorted(link_ids), sorted(set(entity_ids)),
+                             check_id)
         except IntegrityError:
             db.session.rollback()
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
+
+
+def _end_quietly(check_id: int | None) -> None:
+    """Nothing to alert: keep the check's mark, drop anything else."""
+    if check_id is None:
+        db.session.rollback()
+    else:
+        db.session.commit()
 
 
 def _bulk_rows(kind: str, case_id: int, floor: int) -> tuple[list[int], list[int]]:
@@ -254,8 +291,28 @@ def _bulk_rows(kind: str, case_id: int, floor: int) -> tuple[list[int], list[int
                or_(src.kind == "person", tgt.kind == "person"))))
 
 
-def _evaluate(ce_ids: list[int], link_ids: list[int], entity_ids: list[int]
-              ) -> list[SurvivorAlert]:
+def _claim(check_id: int | None) -> bool:
+    """Take the check in this transaction (committed with the alerts, undone with a
+    rollback). False when another run holds it or has done it: on PostgreSQL the row
+    lock is skipped, not waited for; elsewhere the conditional update decides (SQLite
+    has one writer at a time, so the second sees the first's mark)."""
+    if check_id is None:
+        return True
+    query = select(AlertCheck.id).where(AlertCheck.id == check_id,
+                                        AlertCheck.processed_at.is_(None))
+    if db.session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    if db.session.scalar(query) is None:
+        return False
+    done = db.session.execute(
+        update(AlertCheck).where(AlertCheck.id == check_id, AlertCheck.processed_at.is_(None))
+        .values(processed_at=utcnow(), retry_at=None)
+        .execution_options(synchronize_session=False))
+    return done.rowcount == 1
+
+
+def _evaluate(ce_ids: list[int], link_ids: list[int], entity_ids: list[int],
+              check_id: int | None = None) -> list[SurvivorAlert]:
     from taskforce.graph.models import CaseEntity, Link
 
     facts = _Facts(today=now().date())
@@ -275,8 +332,13 @@ def _evaluate(ce_ids: list[int], link_ids: list[int], entity_ids: list[int]
     _one_link_from_members(facts, memberships)
     for link in links:
         _from_link(facts, link)
-    if not facts.found:
+    # What was read above is read again under the claim (below) only for the alert keys:
+    # the facts are about rows that committed before the check did.
+    if not _claim(check_id):
         db.session.rollback()
+        return []
+    if not facts.found:
+        _end_quietly(check_id)
         return []
 
     wanted: dict[str, tuple[_Fact, int]] = {}
@@ -301,7 +363,7 @@ def _evaluate(ce_ids: list[int], link_ids: list[int], entity_ids: list[int]
         db.session.add(alert)
         created.append(alert)
     if not created:
-        db.session.rollback()
+        _end_quietly(check_id)
         return []
     db.session.flush()
     recipients = _specialists({a.agency_id for a in created})
@@ -382,6 +444,120 @@ def _send_notices(alerts: Sequence[SurvivorAlert], recipients: dict[int, list[Us
             mail.deliver.delay([address], subject, body)
         except Exception:
             log.exception("victims: could not send the alert notice to %s", address)
+
+
+# --------------------------------------------------------------------------- checks owed
+
+def run_checks(check_ids: Iterable[Any]) -> list[SurvivorAlert]:
+    """Run these outbox rows, each at most once (one already done, or being run
+    elsewhere, is skipped). A failing check is recorded on its row and the others
+    still run. Returns the alerts raised."""
+    raised: list[SurvivorAlert] = []
+    for check_id in sorted({int(i) for i in check_ids}):
+        raised += _run_check(check_id)
+    return raised
+
+
+def _run_check(check_id: int) -> list[SurvivorAlert]:
+    check = db.session.get(AlertCheck, check_id)
+    if check is None or check.processed_at is not None:
+        db.session.rollback()
+        return []
+    what = {"case_entity_ids": list(check.case_entity_ids or ()),
+            "link_ids": list(check.link_ids or ()),
+            "entity_ids": list(check.entity_ids or ()),
+            "bulk": [tuple(b) for b in check.bulk or ()]}
+    db.session.rollback()  # end the read: the claim is taken in the evaluation's transaction
+    try:
+        return evaluate(**what, check_id=check_id)
+    except Exception as error:  # noqa: BLE001  (recorded on the row; the sweep tries again)
+        db.session.rollback()
+        _failed(check_id, error)
+        return []
+
+
+def _failed(check_id: int, error: BaseException) -> None:
+    try:
+        check = db.session.get(AlertCheck, check_id)
+        if check is None or check.processed_at is not None:
+            db.session.rollback()
+            return
+        check.attempts = (check.attempts or 0) + 1
+        check.last_error = f"{type(error).__name__}: {error}"[:ERROR_MAX]
+        wait = min(RETRY_BASE_SECONDS * 2 ** (check.attempts - 1), RETRY_MAX_SECONDS)
+        check.retry_at = utcnow() + timedelta(seconds=wait)
+        attempts = check.attempts
+        db.session.commit()
+    except Exception:  # the database itself is in trouble: the row waits as it was
+        db.session.rollback()
+        log.exception("victims: survivor-alert check %s failed and could not be recorded",
+                      check_id)
+        return
+    if attempts >= CHECK_ATTEMPTS_MAX:
+        log.error("victims: survivor-alert check %s failed %s times and is no longer "
+                  "tried: %s", check_id, attempts, error, exc_info=error)
+    else:
+        log.warning("victims: survivor-alert check %s failed (attempt %s); tried again "
+                    "later: %s", check_id, attempts, error, exc_info=error)
+
+
+@dataclass
+class SweepResult:
+    due: int = 0  # checks found waiting past their time
+    alerts: list[SurvivorAlert] = field(default_factory=list)
+    forgotten: int = 0  # checks done more than KEEP_DONE_DAYS ago, deleted
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"due": self.due, "alerts": [a.number for a in self.alerts],
+                "forgotten": self.forgotten}
+
+
+def sweep(*, older_than: float = SWEEP_AFTER_SECONDS, limit: int = SWEEP_BATCH) -> SweepResult:
+    """Run the checks still waiting `older_than` seconds after their commit (the job
+    asked for at the commit was refused, lost or failed), oldest first, and delete
+    checks done long ago. Safe to run while fast-path jobs run, and twice at once."""
+    at = utcnow()
+    due = list(db.session.scalars(
+        select(AlertCheck.id)
+        .where(AlertCheck.processed_at.is_(None),
+               AlertCheck.attempts < CHECK_ATTEMPTS_MAX,
+               AlertCheck.created_at <= at - timedelta(seconds=older_than),
+               or_(AlertCheck.retry_at.is_(None), AlertCheck.retry_at <= at))
+        .order_by(AlertCheck.id).limit(limit)))
+    db.session.rollback()
+    result = SweepResult(due=len(due))
+    if due:
+        log.info("victims: the sweep runs %s survivor-alert checks left waiting", len(due))
+        result.alerts = run_checks(due)
+    old = list(db.session.scalars(
+        select(AlertCheck.id).where(AlertCheck.processed_at.is_not(None),
+                                    AlertCheck.processed_at < at - timedelta(days=KEEP_DONE_DAYS))
+        .order_by(AlertCheck.id).limit(10 * limit)))
+    if old:
+        db.session.execute(delete(AlertCheck).where(AlertCheck.id.in_(old)))
+        result.forgotten = len(old)
+    db.session.commit()
+    return result
+
+
+def outbox_status() -> dict[str, Any]:
+    """Counts for a health page: checks waiting, failing (to be tried again), and
+    given up (failed CHECK_ATTEMPTS_MAX times: a person must look), and the age in
+    seconds of the oldest check waiting. Numbers only."""
+    waiting = AlertCheck.processed_at.is_(None)
+
+    def count(*where: Any) -> int:
+        return db.session.scalar(select(func.count(AlertCheck.id)).where(waiting, *where)) or 0
+
+    status: dict[str, Any] = {
+        "waiting": count(),
+        "failing": count(AlertCheck.attempts > 0, AlertCheck.attempts < CHECK_ATTEMPTS_MAX),
+        "given_up": count(AlertCheck.attempts >= CHECK_ATTEMPTS_MAX)}
+    oldest = db.session.scalar(select(func.min(AlertCheck.created_at)).where(waiting))
+    db.session.rollback()
+    status["oldest_waiting_seconds"] = (round((utcnow() - oldest).total_seconds(), 1)
+                                        if oldest is not None else None)
+    return status
 
 
 # --------------------------------------------------------------------------- reading

@@ -10,10 +10,12 @@ started by scripts/services.py, bucket with object lock):
 * ours      POST /api/v1/cases/<id>/evidence with the file as the raw body,
             to the app served by werkzeug in a process of its own: streamed
             into S3 (multipart to a blob key of its own, parts in flight while
-            the next is read and hashed; then a small locked pointer under the
-            content key: no server-side copy), SHA-256 and MD5 in the same
-            pass, the record and its custody events committed. The peak RSS of
-            that process is read from /proc (VmHWM).
+            the next is read into a reused buffer and hashed, SHA-256 and MD5
+            on a thread each; then a small locked pointer under the content
+            key: no server-side copy), the record and its custody events
+            committed. The peak RSS of that process is read from /proc (VmHWM):
+            `rss_at_start_mb` once the app is up, `rss_growth_mb` what the
+            uploads added.
 * ours with the client's hash   the same with X-Content-SHA256 sent (hashed
             before the clock starts, as a forensic tool's report gives it):
             multipart straight to the content key, completed once the hash
@@ -24,6 +26,12 @@ started by scripts/services.py, bucket with object lock):
 * naive     hash the file (SHA-256 and MD5), then `fput_object` it
             (`ratio_vs_naive`).
 * sha256sum the coreutils tool's speed on the file, for reference.
+
+Besides the wall time, each way's CPU seconds are read from /proc for the
+app, the S3 server and this process (the minio client of the baselines):
+on a shared machine the wall time swings with the load, the CPU spent much
+less, and on 2 cores the wall time of a well overlapped upload is bound by
+the sum over 2. The load average is recorded before and after.
 
 Each run of ours changes the file's first bytes, so every upload is new
 content (a repeat of the same bytes would be deduplicated: nothing written).
@@ -46,6 +54,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Self
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -105,6 +114,40 @@ def serve(info_path: str, port: int) -> None:
         Path(info_path).write_text(json.dumps({"token": token, "case_id": case.id}))
     server = make_server("127.0.0.1", port, app, threaded=True)
     server.serve_forever()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+class CpuMeter:
+    """CPU seconds spent by the app, the S3 server and this process during a block."""
+
+    def __init__(self, app_pid: int, s3_pid: int):
+        self.pids = {"app": app_pid, "s3": s3_pid}
+        self.runs: list[dict[str, float]] = []
+
+    def __enter__(self) -> Self:
+        self._start = {k: cpu_seconds(p) for k, p in self.pids.items()}
+        self._client = time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        run = {k: cpu_seconds(p) - self._start[k] for k, p in self.pids.items()}
+        run["client"] = time.process_time() - self._client
+        self.runs.append(run)
+
+    def summary(self) -> dict[str, float]:
+        keys = ("app", "s3", "client")
+        out = {k: round(statistics.median(r[k] for r in self.runs), 2) for k in keys}
+        out["total"] = round(statistics.median(sum(r[k] for k in keys) for r in self.runs), 2)
+        return out
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -167,6 +210,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs of each way (median taken)")
     parser.add_argument("--workdir", help="where the file and the S3 data go (default: a temp "
                                           "folder on the same disk as /tmp)")
+    parser.add_argument("--out", help="where the JSON goes (default: bench/results/"
+                                      "evidence_ingest[_<size>].json)")
     parser.add_argument("--serve", nargs=2, metavar=("INFO", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -206,9 +251,14 @@ def main() -> int:
 
         client = s3.client()
         ours, ours_hash, raw, naive = [], [], [], []
+        cpu = {way: CpuMeter(app_proc.pid, s3.pid) for way in ("ours", "ours_client_hash",
+                                                               "baseline", "naive")}
+        print(f"app pid {app_proc.pid}, S3 server pid {s3.pid}", file=sys.stderr)
+        load_before = loadavg()
         for run in range(args.runs):
             renew(data)
-            seconds, item = upload_ours(port, app["token"], app["case_id"], data)
+            with cpu["ours"]:
+                seconds, item = upload_ours(port, app["token"], app["case_id"], data)
             ours.append(seconds)
             print(f"ours     run {run + 1}: {seconds:6.2f} s  {size / seconds / 1e6:7.1f} MB/s",
                   file=sys.stderr)
@@ -218,25 +268,29 @@ def main() -> int:
 
             renew(data)
             known = hash_file(data)[0]  # the client's own hash, before the clock starts
-            seconds, item = upload_ours(port, app["token"], app["case_id"], data, known)
+            with cpu["ours_client_hash"]:
+                seconds, item = upload_ours(port, app["token"], app["case_id"], data, known)
             assert item["sha256"] == known
             ours_hash.append(seconds)
             print(f"ours+sha run {run + 1}: {seconds:6.2f} s  {size / seconds / 1e6:7.1f} MB/s",
                   file=sys.stderr)
 
-            t0 = time.perf_counter()
-            client.fput_object(s3.bucket, f"bench/raw-{run}", str(data), part_size=PART)
-            raw.append(time.perf_counter() - t0)
+            with cpu["baseline"]:
+                t0 = time.perf_counter()
+                client.fput_object(s3.bucket, f"bench/raw-{run}", str(data), part_size=PART)
+                raw.append(time.perf_counter() - t0)
             print(f"raw      run {run + 1}: {raw[-1]:6.2f} s  {size / raw[-1] / 1e6:7.1f} MB/s",
                   file=sys.stderr)
 
-            t0 = time.perf_counter()
-            hash_file(data)
-            client.fput_object(s3.bucket, f"bench/naive-{run}", str(data), part_size=PART)
-            naive.append(time.perf_counter() - t0)
+            with cpu["naive"]:
+                t0 = time.perf_counter()
+                hash_file(data)
+                client.fput_object(s3.bucket, f"bench/naive-{run}", str(data), part_size=PART)
+                naive.append(time.perf_counter() - t0)
             print(f"naive    run {run + 1}: {naive[-1]:6.2f} s  {size / naive[-1] / 1e6:7.1f} MB/s",
                   file=sys.stderr)
         rss = peak_rss_mb(app_proc.pid)
+        load_after = loadavg()
     finally:
         if app_proc is not None:
             app_proc.terminate()
@@ -245,37 +299,44 @@ def main() -> int:
         if not args.workdir:
             shutil.rmtree(base, ignore_errors=True)
 
-    def rate(seconds: list[float]) -> dict:
+    def rate(seconds: list[float], way: str) -> dict:
         p50 = statistics.median(seconds)
         return {"seconds_p50": round(p50, 3), "seconds": [round(s, 3) for s in seconds],
-                "per_s": round(size / p50), "mb_per_s": round(size / p50 / 1e6, 1)}
+                "per_s": round(size / p50), "mb_per_s": round(size / p50 / 1e6, 1),
+                "cpu_seconds_p50": cpu[way].summary()}
 
     result = {
         "bench": "evidence_ingest",
         "n": args.runs,
         "size_bytes": size,
-        "ours": {**rate(ours), "peak_rss_mb": round(rss, 1),
+        "ours": {**rate(ours, "ours"), "peak_rss_mb": round(rss, 1),
                  "rss_at_start_mb": round(rss_at_start, 1),
                  "rss_growth_mb": round(rss - rss_at_start, 1),  # what the uploads added
                  "what": "HTTP API raw body -> S3 multipart to a blob key + locked pointer "
                          "under the content key (no copy), SHA-256+MD5 in the same pass, "
                          "record committed"},
-        "ours_client_hash": {**rate(ours_hash),
+        "ours_client_hash": {**rate(ours_hash, "ours_client_hash"),
                              "what": "the same with X-Content-SHA256: multipart straight to "
                                      "the content key, completed once the hash matches"},
-        "baseline": {**rate(raw), "what": "minio fput_object, same file, same bucket, "
+        "baseline": {**rate(raw, "baseline"), "what": "minio fput_object, same file, same bucket, "
                                           f"part size {PART}"},
-        "naive": {**rate(naive), "what": "hashlib SHA-256+MD5 over the file, then fput_object"},
+        "naive": {**rate(naive, "naive"), "what": "hashlib SHA-256+MD5 over the file, then fput_object"},
         "sha256sum": {"seconds": round(sha256sum_s, 3),
                       "mb_per_s": round(size / sha256sum_s / 1e6, 1)},
         "ratio": round(statistics.median(raw) / statistics.median(ours), 3),
         "ratio_vs_naive": round(statistics.median(naive) / statistics.median(ours), 3),
         "ratio_client_hash": round(statistics.median(raw) / statistics.median(ours_hash), 3),
+        # CPU of all three processes, baseline over ours: what a quiet 2-core machine's
+        # wall-time ratio tends to when the upload is well overlapped
+        "cpu_ratio": round(cpu["baseline"].summary()["total"]
+                           / cpu["ours"].summary()["total"], 3),
+        "loadavg_before": load_before, "loadavg_after": load_after,
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
                     "when": datetime.now(UTC).isoformat(timespec="seconds")},
     }
     suffix = "" if size == 1024**3 else f"_{args.size.lower()}"
-    out = REPO / "bench" / "results" / f"evidence_ingest{suffix}.json"
+    out = Path(args.out) if args.out else \
+        REPO / "bench" / "results" / f"evidence_ingest{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -31,7 +31,8 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta
 
-import h3.api.basic_int as h3
+# h3 is imported where it is used (once a call, never in a loop): the web
+# process starts without it.
 
 EARTH_RADIUS_M = 6_371_008.8  # IUGG mean radius
 RESOLUTION = 7
@@ -57,6 +58,8 @@ def discs_meet(lat1: float, lon1: float, r1: float, lat2: float, lon2: float,
 
 
 def _circumradius_m(cell: int) -> float:
+    import h3.api.basic_int as h3
+
     lat, lon = h3.cell_to_latlng(cell)
     return max(distance_m(lat, lon, vlat, vlon) for vlat, vlon in h3.cell_to_boundary(cell))
 
@@ -64,6 +67,8 @@ def _circumradius_m(cell: int) -> float:
 def disc_cells(lat: float, lon: float, radius_m: float, res: int = RESOLUTION) -> list[int]:
     """Every cell of resolution `res` that the disc (centre, radius) touches (a
     superset by at most one ring: never one too few)."""
+    import h3.api.basic_int as h3
+
     centre = h3.latlng_to_cell(lat, lon, res)
     circ = _circumradius_m(centre)
     reach = radius_m + circ * SIZE_SLACK
@@ -97,4 +102,6 @@ def days_touched(start: datetime, end: datetime) -> list[int]:
 
 
 def cell_of(lat: float, lon: float, res: int = RESOLUTION) -> int:
+    import h3.api.basic_int as h3
+
     return h3.latlng_to_cell(lat, lon, res)

@@ -21,13 +21,17 @@ Nothing here knows about cases, users or the database.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import io
 import json
+import mmap
 import os
+import queue
 import secrets
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,8 +43,9 @@ from taskforce.errors import DomainError, Invalid, Unavailable
 
 CHUNK = 8 * 1024 * 1024  # read and hash this much at a time
 HEAD_BYTES = 8192  # kept from the start of the stream to detect the content type
+ASYNC_HASH_MIN = 1024 * 1024  # smaller inputs are hashed inline (no threads)
 S3_PART_SIZE = 8 * 1024 * 1024  # multipart part size (S3 wants >= 5 MiB)
-S3_PARALLEL_PARTS = 3  # parts in flight at once: memory is about (this + 2) x part size
+S3_PARALLEL_PARTS = 3  # parts in flight at once: memory is at most (this + 1) x part size
 BLOB_PREFIX = "blobs/"  # large uploads without a client hash land here (see S3Store)
 STAGING_PREFIX = "staging/"  # the earlier design's upload keys: only swept now
 POINTER_META = "taskforce-blob"  # x-amz-meta-taskforce-blob(-version): a pointer's target
@@ -131,33 +136,156 @@ def check_sha256(value: str, *, field_name: str = "sha256") -> str:
 
 # --- the one pass over the input ----------------------------------------------------------
 
+class _Hashes:
+    """SHA-256 and MD5 of a sequence of buffers, each hash on a thread of its own.
+
+    `add` returns at once: the caller reads the next buffer (or sends this one)
+    while both hashes take this one (hashlib releases the GIL on large
+    buffers), so a pass costs the slowest of reading, MD5 and sending, not
+    their sum. At most `depth` buffers wait to be hashed (then `add` blocks):
+    memory stays bounded when the input is faster than MD5. `on_hashed` is
+    called once both hashes have taken a buffer, which may then be reused.
+    Small inputs are hashed inline: no thread is started for them.
+    """
+
+    def __init__(self, depth: int = 2):
+        self.sha256: Any = hashlib.sha256()
+        self.md5: Any = hashlib.md5(usedforsecurity=False)
+        self._depth = depth
+        self._jobs: list[queue.SimpleQueue] = []
+        self._pending = 0  # buffers queued and not yet taken by both hashes
+        self._done = threading.Condition()
+        self._error: BaseException | None = None
+
+    def add(self, data: Any, on_hashed: Callable[[], None] | None = None) -> None:
+        if not self._jobs and len(data) < ASYNC_HASH_MIN:
+            self.sha256.update(data)
+            self.md5.update(data)
+            if on_hashed is not None:
+                on_hashed()
+            return
+        if not self._jobs:
+            self._start()
+        with self._done:
+            while self._pending >= self._depth:
+                self._done.wait()
+            self._pending += 1
+        job = _Countdown(2, on_hashed)
+        for jobs in self._jobs:
+            jobs.put((data, job))
+
+    def _start(self) -> None:
+        for digest in (self.sha256, self.md5):
+            jobs: queue.SimpleQueue = queue.SimpleQueue()
+            self._jobs.append(jobs)
+            threading.Thread(target=self._run, args=(digest, jobs), daemon=True,
+                             name="evidence-hash").start()
+
+    def _run(self, digest: Any, jobs: queue.SimpleQueue) -> None:
+        while (item := jobs.get()) is not None:
+            data, job = item
+            try:
+                digest.update(data)
+            except BaseException as e:  # noqa: BLE001  (MemoryError: reported by wait)
+                self._error = e
+            if job.release():
+                with self._done:
+                    self._pending -= 1
+                    self._done.notify_all()
+
+    def wait(self) -> None:
+        """Until every buffer added so far is in both hashes."""
+        with self._done:
+            while self._pending:
+                self._done.wait()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        """Stop the threads (after the buffers already queued)."""
+        for jobs in self._jobs:
+            jobs.put(None)
+        self._jobs = []
+
+
+class _Countdown:
+    """Runs `then` when released `count` times (from any thread); release() says
+    whether this call was the last."""
+
+    def __init__(self, count: int, then: Callable[[], None] | None = None):
+        self._left = count
+        self._then = then
+        self._lock = threading.Lock()
+
+    def release(self) -> bool:
+        with self._lock:
+            self._left -= 1
+            last = self._left == 0
+        if last and self._then is not None:
+            self._then()
+        return last
+
+
+def _reads_into(source: Any) -> bool:
+    """Whether `source.readinto` is its real way of reading (werkzeug's request
+    stream, files, BytesIO): then bytes land in our buffers with no copy. Not
+    for a class that overrides read() below an inherited, abstract readinto."""
+    mro = type(source).__mro__
+
+    def owner(name: str) -> int | None:
+        return next((i for i, cls in enumerate(mro) if name in vars(cls)), None)
+
+    into, read = owner("readinto"), owner("read")
+    if into is None or mro[into] is io.RawIOBase.__mro__[1]:  # _io._RawIOBase: abstract
+        return False
+    return read is None or into <= read
+
+
 class HashingReader:
     """Wraps the input: every byte read through it is counted and hashed once.
 
-    `read(n)` returns up to n bytes (fewer only at the end), so a consumer
-    that asks for a whole part gets one. SHA-256 and MD5 are updated on two
-    threads at once (hashlib releases the GIL on large buffers), so the pass
-    costs the slower of the two, not their sum.
+    Two ways to read, not to be mixed:
+
+    * `fill(buffer)` fills a caller's buffer (with `readinto` where the input
+      has a real one: no copy, no new memory), for the S3 parts;
+    * `read(n)` returns up to n bytes (fewer only at the end), so a consumer
+      that asks for a whole part gets one.
+
+    SHA-256 and MD5 are computed on two threads of their own while the next
+    bytes are read (`_Hashes`); `sha256` and `md5` wait for them.
 
     An exception raised by the input (client disconnected, the request body
     over its limit) is kept in `source_error`, so the store can tell the
-    caller's fault from its own.
+    caller's fault from its own. `close()` stops the hashing threads.
     """
 
     def __init__(self, source: Any, *, max_bytes: int | None = None, chunk: int = CHUNK):
         if not callable(getattr(source, "read", None)):
             raise TypeError("the evidence stream must have read()")
         self._source = source
+        self._into = _reads_into(source)
         self._max = max_bytes
         self._chunk = chunk
         self._pending = b""
         self._pulled = 0  # bytes taken from the source so far (hashed or not yet)
         self._eof = False
-        self.sha256: Any = hashlib.sha256()
-        self.md5: Any = hashlib.md5(usedforsecurity=False)
+        self._hashes = _Hashes()
         self.size = 0
         self.head = b""
         self.source_error: BaseException | None = None
+
+    @property
+    def sha256(self) -> Any:
+        self._hashes.wait()
+        return self._hashes.sha256
+
+    @property
+    def md5(self) -> Any:
+        self._hashes.wait()
+        return self._hashes.md5
+
+    def close(self) -> None:
+        self._hashes.close()
 
     def prime(self) -> bytes:
         """Read the first chunk before anything is written: an empty input is
@@ -169,32 +297,81 @@ class HashingReader:
         self._pending = first
         return first[:HEAD_BYTES]
 
+    def _interrupted(self, e: BaseException) -> BaseException:
+        """The input's exception as the caller's fault (kept in source_error)."""
+        if isinstance(e, OSError | ClientDisconnected):  # the caller's side broke
+            err: BaseException = UploadInterrupted(
+                "The upload broke off before all the bytes arrived "
+                f"({self._pulled:,} bytes read); nothing was stored.")
+        else:  # werkzeug's 413, ...
+            err = e
+        self.source_error = err
+        return err
+
+    def _count(self, n: int) -> None:
+        self._pulled += n
+        if self._max is not None and self._pulled > self._max:
+            err = TooLarge(f"The upload is larger than the limit of {self._max:,} bytes.")
+            self.source_error = err
+            raise err
+
     def _pull(self, n: int) -> bytes:
         if self._eof:
             return b""
         try:
             data = self._source.read(n)
-        except (OSError, ClientDisconnected) as e:  # the caller's side broke, not the store
-            err = UploadInterrupted(
-                "The upload broke off before all the bytes arrived "
-                f"({self._pulled:,} bytes read); nothing was stored.")
-            self.source_error = err
+        except BaseException as e:
+            err = self._interrupted(e)
+            if err is e:
+                raise
             raise err from e
-        except BaseException as e:  # werkzeug's ClientDisconnected (400), 413, ...
-            self.source_error = e
-            raise
         if not data:
             self._eof = True
             return b""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError("the evidence stream must return bytes")
         data = bytes(data)
-        self._pulled += len(data)
-        if self._max is not None and self._pulled > self._max:
-            err = TooLarge(f"The upload is larger than the limit of {self._max:,} bytes.")
-            self.source_error = err
-            raise err
+        self._count(len(data))
         return data
+
+    def _pull_into(self, view: memoryview) -> int:
+        if self._eof:
+            return 0
+        if not self._into:
+            data = self._pull(len(view))
+            view[:len(data)] = data
+            return len(data)
+        try:
+            n = self._source.readinto(view)
+        except BaseException as e:
+            err = self._interrupted(e)
+            if err is e:
+                raise
+            raise err from e
+        if not n:
+            self._eof = True
+            return 0
+        self._count(n)
+        return n
+
+    def fill(self, buffer: Any, on_hashed: Callable[[], None] | None = None) -> int:
+        """Fill `buffer` from the input (whole, unless the input ends first) and
+        hash it; returns the number of bytes. `on_hashed` is called once the
+        hashes are done with them (at once if there are none)."""
+        if self._pending:
+            raise RuntimeError("fill() after prime() or read()")
+        view = memoryview(buffer).cast("B")
+        n = 0
+        while n < len(view):
+            got = self._pull_into(view[n:])
+            if not got:
+                break
+            n += got
+        if n:
+            self._hash(view[:n], on_hashed)
+        elif on_hashed is not None:
+            on_hashed()
+        return n
 
     def read(self, n: int = -1) -> bytes:
         want = self._chunk if n is None or n < 0 else n
@@ -215,11 +392,11 @@ class HashingReader:
             self._hash(out)
         return out
 
-    def _hash(self, data: bytes) -> None:
+    def _hash(self, data: Any, on_hashed: Callable[[], None] | None = None) -> None:
         if not self.size:
-            self.head = data[:HEAD_BYTES]
+            self.head = bytes(data[:HEAD_BYTES])
         self.size += len(data)
-        update_both(self.sha256, self.md5, data)
+        self._hashes.add(data, on_hashed)
 
     def drain(self) -> None:
         """Read (and hash) to the end."""
@@ -237,18 +414,6 @@ class HashingReader:
                 fields={"sha256": [f"Expected {expected_sha256}, got {actual}."]})
 
 
-def update_both(sha256: Any, md5: Any, data: bytes) -> None:
-    """Feed one buffer to both hashes; a large one on two threads at once."""
-    if len(data) < 1024 * 1024:
-        sha256.update(data)
-        md5.update(data)
-        return
-    md5_thread = threading.Thread(target=md5.update, args=(data,))
-    md5_thread.start()
-    sha256.update(data)
-    md5_thread.join()
-
-
 @dataclass(frozen=True)
 class Digest:
     sha256: str
@@ -257,17 +422,20 @@ class Digest:
 
 
 def hash_chunks(chunks: Iterator[bytes]) -> Digest:
-    """SHA-256, MD5 and size of a stream of chunks, in one pass (closes the iterator)."""
-    sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    """SHA-256, MD5 and size of a stream of chunks, in one pass (closes the iterator):
+    the hashes run on threads of their own while the next chunk is read."""
+    hashes, size = _Hashes(), 0
     try:
         for chunk in chunks:
-            update_both(sha, md5, chunk)
+            hashes.add(chunk)
             size += len(chunk)
+        hashes.wait()
     finally:
+        hashes.close()
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
-    return Digest(sha.hexdigest(), md5.hexdigest(), size)
+    return Digest(hashes.sha256.hexdigest(), hashes.md5.hexdigest(), size)
 
 
 def _expected(value: str | None) -> str | None:
@@ -302,6 +470,12 @@ class LocalFolderStore:
                    max_bytes: int | None = None) -> StoredObject:
         expected = _expected(expected_sha256)
         reader = HashingReader(stream, max_bytes=max_bytes)
+        try:
+            return self._put(reader, expected)
+        finally:
+            reader.close()
+
+    def _put(self, reader: HashingReader, expected: str | None) -> StoredObject:
         reader.prime()  # an empty body is refused before anything is created
         try:
             self.staging.mkdir(parents=True, exist_ok=True)
@@ -432,6 +606,45 @@ def _check_mode(mode: str) -> None:
 
 # --- S3 (MinIO) ---------------------------------------------------------------------------
 
+class _PartBuffers:
+    """At most `count` part buffers of `size` bytes for one upload, made when
+    first needed and reused (no new memory, no page faults per part): `get`
+    waits for one to come back once its part is hashed and sent. Each is an
+    anonymous mapping of its own, whose pages `discard` hands back to the
+    system when the upload ends, whoever still refers to it (a malloc'ed
+    buffer freed by one request thread's arena is not reused by the next
+    request's, and the process would keep growing)."""
+
+    def __init__(self, size: int, count: int):
+        self.size = size
+        self._count = count
+        self._made: list[mmap.mmap] = []
+        self._free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+
+    def get(self) -> mmap.mmap:
+        with contextlib.suppress(queue.Empty):
+            return self._free.get_nowait()
+        with self._lock:
+            if len(self._made) < self._count:
+                buffer = mmap.mmap(-1, self.size, flags=mmap.MAP_PRIVATE)
+                self._made.append(buffer)
+                return buffer
+        return self._free.get()
+
+    def put(self, buffer: mmap.mmap) -> None:
+        self._free.put(buffer)
+
+    def discard(self) -> None:
+        """The upload is over (nothing reads or sends its buffers any more)."""
+        for buffer in self._made:
+            buffer.madvise(mmap.MADV_DONTNEED)  # private anonymous pages: freed now
+
+
+# a part read: its bytes (a view of a part buffer, empty at the end) and the
+# countdown that returns the buffer once it is hashed and sent
+_Part = tuple[memoryview, _Countdown]
+
 _NOT_THERE = {"NoSuchKey", "NoSuchVersion", "NoSuchObject", "ResourceNotFound", "NotFound"}
 
 
@@ -458,9 +671,9 @@ class S3Store:
     Every write under a content key is conditional (If-None-Match: *): two
     uploads of the same bytes at once cannot overwrite each other; the loser
     is deduplicated (its blob, never locked, is deleted). Parts go up a few
-    at a time while the next one is read and hashed (SHA-256 and MD5 on two
-    threads), so hashing overlaps the transfer; memory is about
-    (parallel_parts + 2) x part_size.
+    at a time while the next one is read (straight into a reused buffer) and
+    hashed (SHA-256 and MD5 on a thread each), so reading, hashing and the
+    transfer overlap; memory is at most (parallel_parts + 1) x part_size.
 
     A crash between the blob and its pointer leaves an unlocked blob that no
     pointer names: `remove_orphans` (run by the integrity sweep) deletes
@@ -541,14 +754,17 @@ class S3Store:
 
         expected = _expected(expected_sha256)
         reader = HashingReader(stream, max_bytes=max_bytes)
-        reader.prime()  # an empty body is refused before anything reaches the store
+        buffers = _PartBuffers(self.part_size, self.parallel_parts + 1)
         try:
-            first = reader.read(self.part_size)
-            if len(first) < self.part_size:  # all of it, and its hash, are known
-                return self._put_small(reader, first, expected)
+            first = self._next_part(reader, buffers)
+            if not first[0]:  # an empty body is refused before anything reaches the store
+                raise Invalid("The upload is empty: there are no bytes to store.",
+                              fields={"file": ["Empty."]})
+            if len(first[0]) < self.part_size:  # all of it, and its hash, are known
+                return self._put_small(reader, bytes(first[0]), expected)
             if expected is not None:
-                return self._put_large_to_content_key(reader, first, expected)
-            return self._put_large_via_blob(reader, first)
+                return self._put_large_to_content_key(reader, buffers, first, expected)
+            return self._put_large_via_blob(reader, buffers, first)
         except BaseException as e:
             if reader.source_error is not None:  # the caller's side broke, not the store
                 raise reader.source_error from None
@@ -558,6 +774,18 @@ class S3Store:
                     f"{getattr(e, 'code', None) or type(e).__name__}); nothing was stored. "
                     "Try again later.") from e
             raise
+        finally:
+            reader.close()
+            buffers.discard()
+
+    @staticmethod
+    def _next_part(reader: HashingReader, buffers: _PartBuffers) -> _Part:
+        """The next part read into a free buffer (empty at the end). The buffer
+        goes back once hashed and released by its sender (`_Part[1].release()`)."""
+        buffer = buffers.get()
+        done = _Countdown(2, lambda: buffers.put(buffer))
+        n = reader.fill(buffer, on_hashed=done.release)
+        return memoryview(buffer)[:n], done
 
     def _stored(self, reader: HashingReader, *, version_id: str | None, deduplicated: bool,
                 data_key: str | None = None) -> StoredObject:
@@ -578,15 +806,19 @@ class S3Store:
             return self._stored(reader, version_id=self._keep(key), deduplicated=True)
         return self._stored(reader, version_id=put.version_id, deduplicated=False)
 
-    def _put_large_to_content_key(self, reader: HashingReader, first: bytes,
-                                  expected: str) -> StoredObject:
+    def _put_large_to_content_key(self, reader: HashingReader, buffers: _PartBuffers,
+                                  first: _Part, expected: str) -> StoredObject:
         key = key_for(expected)
         current = self._stat(key)
         if current is not None:  # stored already: hash what arrives, keep nothing
-            reader.drain()
+            part = first
+            while part[0]:
+                part[1].release()  # not sent: the buffer is free once hashed
+                part = self._next_part(reader, buffers)
+            part[1].release()
             reader.check(expected)
             return self._stored(reader, version_id=self._keep(key, current), deduplicated=True)
-        upload_id, parts = self._upload_parts(key, reader, first, self._lock_headers())
+        upload_id, parts = self._upload_parts(key, reader, buffers, first, self._lock_headers())
         try:
             reader.check(expected)  # before the bytes become visible under the key
             version_id = self._complete(key, upload_id, parts, if_absent=True)
@@ -598,9 +830,10 @@ class S3Store:
             return self._stored(reader, version_id=self._keep(key), deduplicated=True)
         return self._stored(reader, version_id=version_id, deduplicated=False)
 
-    def _put_large_via_blob(self, reader: HashingReader, first: bytes) -> StoredObject:
+    def _put_large_via_blob(self, reader: HashingReader, buffers: _PartBuffers,
+                            first: _Part) -> StoredObject:
         blob = f"{BLOB_PREFIX}{datetime.now(UTC):%Y%m%d}/{secrets.token_hex(16)}"
-        upload_id, parts = self._upload_parts(blob, reader, first, {})
+        upload_id, parts = self._upload_parts(blob, reader, buffers, first, {})
         try:
             blob_version = self._complete(blob, upload_id, parts, if_absent=False)
         except BaseException:
@@ -637,10 +870,10 @@ class S3Store:
         return self._stored(reader, version_id=put.version_id, deduplicated=False,
                             data_key=blob)
 
-    def _upload_parts(self, key: str, reader: HashingReader, first: bytes,
-                      headers: dict[str, str]) -> tuple[str, list[Any]]:
+    def _upload_parts(self, key: str, reader: HashingReader, buffers: _PartBuffers,
+                      first: _Part, headers: dict[str, str]) -> tuple[str, list[Any]]:
         """Send `first` and the rest of the reader as parts, a few in flight while the
-        next part is read and hashed. The upload is aborted if anything fails."""
+        next part is read into a free buffer and hashed. Aborted if anything fails."""
         from concurrent.futures import Future, ThreadPoolExecutor
 
         from minio.datatypes import Part
@@ -650,24 +883,25 @@ class S3Store:
         slots = threading.BoundedSemaphore(self.parallel_parts)
         failed = threading.Event()
 
-        def sent(_: Future) -> None:
+        def sent(done: _Countdown, future: Future) -> None:
             slots.release()
-            if _.exception() is not None:
+            done.release()  # the buffer is free once hashed too
+            if future.exception() is not None:
                 failed.set()
 
         futures: list[Future] = []
         try:
             with ThreadPoolExecutor(self.parallel_parts, thread_name_prefix="s3-part") as pool:
                 try:
-                    data = first
-                    while data and not failed.is_set():
+                    view, done = first
+                    while view and not failed.is_set():
                         slots.acquire()
-                        future = pool.submit(self.client._upload_part, self.bucket, key, data,
+                        future = pool.submit(self.client._upload_part, self.bucket, key, view,
                                              None, upload_id, len(futures) + 1)
-                        future.add_done_callback(sent)
+                        future.add_done_callback(functools.partial(sent, done))
                         futures.append(future)
-                        data = b""  # let the part go before the next is read
-                        data = reader.read(self.part_size)
+                        view, done = self._next_part(reader, buffers)
+                    done.release()  # the empty end, or a part not sent after a failure
                 except BaseException:
                     failed.set()
                     raise
@@ -744,6 +978,10 @@ class S3Store:
             return self.client.stat_object(self.bucket, key, version_id=version_id)
         except S3Error as e:
             if e.code in _NOT_THERE:
+                # minio's frames and its error refer to each other: dropped now, not at
+                # the next garbage collection, with the callers' frames (and the
+                # upload's buffers) that they keep alive
+                e.__traceback__ = None
                 return None
             raise
 

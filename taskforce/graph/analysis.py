@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import random
 import threading
-from typing import Any
-
-import igraph as ig
+from typing import TYPE_CHECKING, Any
 
 from taskforce.graph import queries
+
+if TYPE_CHECKING:  # igraph is imported on first use: the web process starts without it
+    import igraph as ig
 
 __all__ = ["communities", "key_players", "to_igraph"]
 
@@ -45,6 +46,8 @@ _RNG_LOCK = threading.Lock()
 def to_igraph(subgraph: dict[str, Any]) -> tuple[ig.Graph, list[dict[str, Any]]]:
     """An undirected simple igraph Graph of a ``{"nodes", "edges"}`` subgraph, vertices
     in id order; returns the graph and the node dicts in vertex order."""
+    import igraph as ig
+
     nodes = sorted(subgraph["nodes"], key=lambda n: n["id"])
     index = {n["id"]: i for i, n in enumerate(nodes)}
     pairs = set()
@@ -60,10 +63,14 @@ def to_igraph(subgraph: dict[str, Any]) -> tuple[ig.Graph, list[dict[str, Any]]]
 def _seeded(seed: int):
     class _Ctx:
         def __enter__(self):
+            import igraph as ig
+
             _RNG_LOCK.acquire()
             ig.set_random_number_generator(random.Random(seed))
 
         def __exit__(self, *exc):
+            import igraph as ig
+
             ig.set_random_number_generator(random)
             _RNG_LOCK.release()
 

@@ -6,19 +6,24 @@ need-to-know filter can be added in one place by the graph service.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, current_app
-from neo4j import Driver, GraphDatabase, unit_of_work
-from neo4j.exceptions import ServiceUnavailable
 
 from taskforce.errors import Unavailable
+
+# The driver (~30 MB resident) is imported on first use, not with the app:
+# most requests of the web process never touch the graph.
+if TYPE_CHECKING:
+    from neo4j import Driver
 
 
 def driver(app: Flask | None = None) -> Driver:
     app = app or current_app._get_current_object()
     drv = app.extensions.get("neo4j")
     if drv is None:
+        from neo4j import GraphDatabase
+
         cfg = app.config
         drv = GraphDatabase.driver(
             cfg["NEO4J_URI"], auth=(cfg["NEO4J_USER"], cfg["NEO4J_PASSWORD"]),
@@ -31,6 +36,9 @@ def driver(app: Flask | None = None) -> Driver:
 def _run(kind: str, cypher: str, params: dict[str, Any], timeout: float | None):
     # A managed transaction takes its timeout from the transaction function
     # (tx.run refuses a Query object): unit_of_work carries it.
+    from neo4j import unit_of_work
+    from neo4j.exceptions import ServiceUnavailable
+
     @unit_of_work(timeout=timeout)
     def work(tx):
         return [record.data() for record in tx.run(cypher, params)]

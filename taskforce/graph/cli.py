@@ -33,8 +33,8 @@ def status() -> None:
 
 
 @graph_cli.command("drain")
-@click.option("--batch", default=1000, show_default=True, type=click.IntRange(1, 100_000),
-              help="outbox rows per Neo4j transaction")
+@click.option("--batch", default=outbox.DRAIN_BATCH, show_default=True,
+              type=click.IntRange(1, 100_000), help="outbox rows read at a time")
 def drain(batch: int) -> None:
     """Project the outbox rows that wait into Neo4j (idempotent)."""
     result = outbox.drain(batch=batch)

@@ -13,6 +13,14 @@ is read at drain time and projection.py MERGEs on stable ids, replaying a row
 changes nothing. On a failure the batch stays unprocessed with attempts+1 and
 the error, and the next drain tries again.
 
+Large outboxes (an import leaves tens of thousands of rows) drain at the speed
+of the projection writer: a batch is DRAIN_BATCH rows; the rows naming one
+object make one write; the current state is read as plain columns, a few
+set-based queries per READ_CHUNK ids (never an ORM object, whose eager loads
+cost more than the graph write); the batch is marked processed by id in one
+transaction. What the drain writes for an object is exactly what rebuild()
+writes for it (both build rows with `_node_row` and `_rel_row`).
+
 One drainer at a time, so an older read of an entity can never overwrite a
 newer one in the graph: a lock per process, plus a PostgreSQL advisory lock
 across processes. A drain that finds the lock taken returns at once; the
@@ -31,15 +39,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import date
-from typing import Any
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any, NamedTuple
 
 from flask import current_app
 from sqlalchemy import func, select, update
 
 from taskforce.accounts.models import utcnow
 from taskforce.extensions import db
-from taskforce.graph.models import ENTITY_KINDS, Entity, GraphOutbox, Link
+from taskforce.graph.models import ENTITY_KINDS, CaseEntity, Entity, GraphOutbox, Link
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,10 @@ DRAIN_LOCK_KEY = 0x7466677261706800
 # default) do not try again for this long; the scheduled drain and the CLI always try.
 BACKOFF_SECONDS = 15.0
 ERROR_MAX = 2000
+# Outbox rows read, projected and marked per batch. Large, because the cost is per
+# query and per transaction far more than per row: a 200,000-row CDR import leaves
+# ~19,000 rows, two batches (projection.py splits each into BATCH_SIZE transactions).
+DRAIN_BATCH = 10_000
 
 _process_lock = threading.Lock()
 
@@ -118,28 +131,57 @@ def entity_row(entity: Entity, *, today: date | None = None,
     again from the date of birth when it answers."""
     from taskforce.graph import policy
 
-    memberships = sorted(entity.case_links, key=lambda ce: ce.case_id)
     if shield is None:
         shield = policy.shields([entity.id]).get(entity.id) or {}
-    labels = []
-    for ce in memberships:
-        if entity.is_survivor:
-            labels.append(entity.pseudonym)
-        elif ce.case_id in shield:
-            labels.append(policy.shielded_label(entity, shield[ce.case_id]))
-        else:
-            labels.append(ce.label or ENTITY_KINDS.get(entity.kind, entity.kind))
     day = today or date.today()
+    return _node_row(entity.id, entity.kind, entity.pseudonym,
+                     [(ce.case_id, ce.label, ce.minor_on(day)) for ce in entity.case_links],
+                     shield)
+
+
+def _node_row(entity_id: int, kind: str, pseudonym: str | None,
+              memberships: list[tuple[int, str, bool]],
+              shield: Mapping[int, str]) -> dict[str, Any]:
+    """The node of `entity_row`, from plain values: (case id, the case's label, minor
+    by that case's date of birth) per case. The drain reads these in bulk, a rebuild
+    from the ORM objects; both end here, so both write the same node."""
+    from taskforce.graph import policy
+
+    memberships = sorted(memberships, key=lambda m: m[0])
+    kind_name = ENTITY_KINDS.get(kind, kind)
+    labels = []
+    for case_id, label, _minor in memberships:
+        if pseudonym is not None:
+            labels.append(pseudonym)
+        elif case_id in shield:
+            labels.append(policy.shielded_label(_Kind(kind), shield[case_id]))
+        else:
+            labels.append(label or kind_name)
     return {
-        "id": entity_node_id(entity.id),
-        "kind": entity.kind,
-        "label": entity.pseudonym if entity.is_survivor
-        else ENTITY_KINDS.get(entity.kind, entity.kind),
-        "cases": [ce.case_id for ce in memberships],
+        "id": entity_node_id(entity_id),
+        "kind": kind,
+        "label": pseudonym if pseudonym is not None else kind_name,
+        "cases": [m[0] for m in memberships],
         "case_labels": labels,
-        "survivor": entity.is_survivor,
-        "minor": any(ce.minor_on(day) for ce in memberships),
+        "survivor": pseudonym is not None,
+        "minor": any(m[2] for m in memberships),
     }
+
+
+class _Kind(NamedTuple):
+    kind: str  # all policy.shielded_label reads of an entity
+
+
+class _Membership:
+    """A case membership read as plain columns: CaseEntity's own date-of-birth and
+    minor logic, without loading the ORM object."""
+
+    __slots__ = ("props",)
+    dob = CaseEntity.dob
+    minor_on = CaseEntity.minor_on
+
+    def __init__(self, props: Mapping[str, Any] | None) -> None:
+        self.props = props
 
 
 def entity_rows(entities: list[Entity], *, today: date | None = None) -> list[dict[str, Any]]:
@@ -151,18 +193,79 @@ def entity_rows(entities: list[Entity], *, today: date | None = None) -> list[di
 
 
 def link_row(link: Link) -> dict[str, Any]:
+    return _rel_row(link.id, link.type, link.source_id, link.target_id, link.case_id,
+                    link.first_seen, link.last_seen, link.confidence, link.count, link.amount)
+
+
+def _rel_row(link_id: int, type_: str, source_id: int, target_id: int, case_id: int,
+             first_seen: datetime | None, last_seen: datetime | None, confidence: float,
+             count: int, amount: Decimal | None) -> dict[str, Any]:
     return {
-        "id": link_rel_id(link.id),
-        "type": link.type,
-        "source": entity_node_id(link.source_id),
-        "target": entity_node_id(link.target_id),
-        "cases": [link.case_id],
-        "first_seen": link.first_seen.isoformat() if link.first_seen else None,
-        "last_seen": link.last_seen.isoformat() if link.last_seen else None,
-        "confidence": float(link.confidence),
-        "count": int(link.count),
-        "amount": float(link.amount) if link.amount is not None else None,
+        "id": link_rel_id(link_id),
+        "type": type_,
+        "source": entity_node_id(source_id),
+        "target": entity_node_id(target_id),
+        "cases": [case_id],
+        "first_seen": first_seen.isoformat() if first_seen else None,
+        "last_seen": last_seen.isoformat() if last_seen else None,
+        "confidence": float(confidence),
+        "count": int(count),
+        "amount": float(amount) if amount is not None else None,
     }
+
+
+# Reading in bulk (the drain): plain columns, a few queries per chunk of ids --------------
+
+# ids per IN (...) list: well under SQLite's 32,766 bound parameters
+READ_CHUNK = 2000
+_LINK_COLUMNS = (Link.id, Link.type, Link.source_id, Link.target_id, Link.case_id,
+                 Link.first_seen, Link.last_seen, Link.confidence, Link.count, Link.amount)
+
+
+def _chunked(ids: list[int]) -> Iterator[list[int]]:
+    size = READ_CHUNK
+    for i in range(0, len(ids), size):
+        yield ids[i:i + size]
+
+
+def entity_rows_by_id(entity_ids: list[int], *,
+                      today: date | None = None) -> dict[int, dict[str, Any]]:
+    """The nodes of these entities as ``entity_row`` makes them, keyed by entity id;
+    an id that is gone or merged away is absent. Three queries per READ_CHUNK ids
+    (entities, memberships, shields) instead of an ORM object graph per entity."""
+    from taskforce.graph import policy
+
+    day = today or date.today()
+    out: dict[int, dict[str, Any]] = {}
+    for chunk in _chunked(sorted(set(entity_ids))):
+        # a merged-away entity is gone from the graph (its links moved to the one kept)
+        found = db.session.execute(
+            select(Entity.id, Entity.kind, Entity.pseudonym)
+            .where(Entity.id.in_(chunk), Entity.merged_into_id.is_(None))).all()
+        if not found:
+            continue
+        live = [e.id for e in found]
+        memberships: dict[int, list[tuple[int, str, bool]]] = {i: [] for i in live}
+        for eid, case_id, label, props in db.session.execute(
+                select(CaseEntity.entity_id, CaseEntity.case_id, CaseEntity.label,
+                       CaseEntity.props).where(CaseEntity.entity_id.in_(live))):
+            memberships[eid].append((case_id, label, _Membership(props).minor_on(day)))
+        shields = policy.shields(live)
+        for e in found:
+            out[e.id] = _node_row(e.id, e.kind, e.pseudonym, memberships[e.id],
+                                  shields.get(e.id) or {})
+    return out
+
+
+def link_rows_by_id(link_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The relationships of these links as ``link_row`` makes them, keyed by link id;
+    a deleted link is absent. One query of plain columns per READ_CHUNK ids (a Link
+    object would also load both endpoints, each with its memberships and identifiers)."""
+    out: dict[int, dict[str, Any]] = {}
+    for chunk in _chunked(sorted(set(link_ids))):
+        for row in db.session.execute(select(*_LINK_COLUMNS).where(Link.id.in_(chunk))):
+            out[row[0]] = _rel_row(*row)
+    return out
 
 
 # Draining ----------------------------------------------------------------------------------
@@ -224,9 +327,10 @@ def pending_count() -> int:
                              .where(GraphOutbox.processed_at.is_(None))) or 0
 
 
-def drain(*, batch: int = 1000, max_batches: int = 1000) -> DrainResult:
-    """Project what the outbox names, batch by batch, until it is empty or a batch fails."""
-    batch = max(1, int(batch))
+def drain(*, batch: int | None = None, max_batches: int = 1000) -> DrainResult:
+    """Project what the outbox names, batch by batch (DRAIN_BATCH rows unless told),
+    until it is empty or a batch fails."""
+    batch = max(1, int(batch or DRAIN_BATCH))
     result = DrainResult()
     with exclusive() as mine:
         if not mine:
@@ -263,7 +367,11 @@ def drain(*, batch: int = 1000, max_batches: int = 1000) -> DrainResult:
 
 def _read_batch(batch: int) -> _Batch | None:
     """The next unprocessed rows and the current state of what they name; the read
-    transaction is closed before returning."""
+    transaction is closed before returning.
+
+    Many rows naming one object (an entity updated ten times, a link restated by
+    every import) make one write: the state is read now, so the last row's state is
+    every row's. An object that is gone is deleted, whatever its rows said."""
     try:
         rows = db.session.execute(
             select(GraphOutbox.id, GraphOutbox.op, GraphOutbox.object_id)
@@ -273,18 +381,12 @@ def _read_batch(batch: int) -> _Batch | None:
             return None
         entity_ids = sorted({r.object_id for r in rows if r.op.endswith("_entity")})
         link_ids = sorted({r.object_id for r in rows if r.op.endswith("_link")})
-        today = date.today()
-        # a merged-away entity is gone from the graph (its links moved to the one kept)
-        entities = {e.id: e for e in db.session.scalars(
-            select(Entity).where(Entity.id.in_(entity_ids),
-                                 Entity.merged_into_id.is_(None)))} if entity_ids else {}
-        links = {lk.id: lk for lk in db.session.scalars(
-            select(Link).where(Link.id.in_(link_ids)))} if link_ids else {}
+        entities = entity_rows_by_id(entity_ids)
+        links = link_rows_by_id(link_ids)
         return _Batch(
             ids=[r.id for r in rows],
-            upsert_entities=entity_rows([entities[i] for i in entity_ids if i in entities],
-                                        today=today),
-            upsert_links=[link_row(links[i]) for i in link_ids if i in links],
+            upsert_entities=[entities[i] for i in entity_ids if i in entities],
+            upsert_links=[links[i] for i in link_ids if i in links],
             delete_entities=[entity_node_id(i) for i in entity_ids if i not in entities],
             delete_links=[link_rel_id(i) for i in link_ids if i not in links],
         )
@@ -325,15 +427,20 @@ def _project(work: _Batch) -> dict[str, int]:
 
 
 def _mark_processed(ids: list[int]) -> None:
-    db.session.execute(update(GraphOutbox).where(GraphOutbox.id.in_(ids))
-                       .values(processed_at=utcnow()))
+    """One transaction, a set-based UPDATE per READ_CHUNK ids. By id, never by range:
+    a row with a lower id committed after the batch was read is not in it, and waits."""
+    at = utcnow()
+    for chunk in _chunked(ids):
+        db.session.execute(update(GraphOutbox).where(GraphOutbox.id.in_(chunk))
+                           .values(processed_at=at))
     db.session.commit()
 
 
 def _record_failure(ids: list[int], error: str) -> None:
     try:
-        db.session.execute(update(GraphOutbox).where(GraphOutbox.id.in_(ids))
-                           .values(attempts=GraphOutbox.attempts + 1, last_error=error))
+        for chunk in _chunked(ids):
+            db.session.execute(update(GraphOutbox).where(GraphOutbox.id.in_(chunk))
+                               .values(attempts=GraphOutbox.attempts + 1, last_error=error))
         db.session.commit()
     except Exception:  # the rows stay unprocessed either way
         db.session.rollback()

@@ -13,8 +13,9 @@ from taskforce.jobs import job
 
 
 @job(ignore_result=True)
-def drain_outbox(batch: int = 1000) -> dict[str, Any]:
-    """Project the waiting outbox rows; a failure leaves them waiting (never raises for it)."""
+def drain_outbox(batch: int | None = None) -> dict[str, Any]:
+    """Project the waiting outbox rows, outbox.DRAIN_BATCH at a time unless told; a
+    failure leaves them waiting (never raises for it)."""
     return outbox.drain(batch=batch).as_dict()
 
 

@@ -13,31 +13,39 @@ blocking keys and, blind, their sketch), the rest phone numbers.
 What is timed:
 
 ours, bulk
-    Turning N normalized identifiers into index rows (value keys: the value, or its
-    HMAC-SHA256 when blind; a person's blocking keys and sketch) and loading them
-    with ``COPY`` into ``target_registrations`` / ``person_blocks`` with every index
-    in place, committed. ``--workers`` processes derive chunks of 50,000 rows
-    (one HMAC per row when blind), each sorted by the unique index's key
-    (``--unsorted`` to compare), while ``--loaders`` connections COPY them, one
-    transaction per chunk with ``SET LOCAL synchronous_commit = off`` (this load
-    only; the bench server has it off anyway). The result says how long the main
-    process waited for derived rows and how long the loaders spent in COPY. This
-    is the load an import or a rebuild does; identifiers arrive normalized from the
-    graph (normalizing is the graph's cost, not timed).
+    The product's bulk path, ``deconfliction.bulk.load_parallel`` (service.register_many,
+    which an import calls, runs the same ``prepare`` + ``load`` for one case): N
+    normalized identifiers in batches of 50,000, each taken by one of ``--workers``
+    processes that turns it into index rows (value key: the value, or its
+    HMAC-SHA256 when blind; its 64-bit prefix ``key64``, the index's seek; a person's
+    blocking keys and sketch), sorted by key64, and loads it on a connection of its
+    own with ``COPY`` (every row new: the fast path) into ``target_registrations`` /
+    ``person_blocks`` with every index in place, one transaction per batch
+    (``SET LOCAL synchronous_commit = off``), committed. The result says where the
+    workers' time went. Identifiers arrive normalized from the graph (normalizing
+    is the graph's cost, not timed).
 ours, check
     ``matching.find`` for one identifier (what ``register`` and ``check_only`` run
-    per identifier): key derivation, the (kind, value_key) index seek among live
-    rows, and for people the block lookup and scoring. ``--queries`` phones, half
-    registered, half not, and as many people with a spelling slip ("Jon" for
-    "John"). Also ``service.check_only`` end to end on a sample (normalizing, the
+    per identifier): key derivation, the key64 index seek among live rows with the
+    full (kind, value_key) compared, and for people the block lookup and scoring.
+    ``--queries`` phones, half registered, half not, and as many people with a
+    spelling slip ("Jon" for "John"). Also ``service.check_only`` end to end on a sample (normalizing, the
     audit record and its commit included).
 baseline, check
     The same exact lookup with PostgreSQL's index scans switched off (a sequential
     scan of the whole table, what an unindexed list of targets costs), on a sample of
     ``--baseline-queries`` queries.
+ours, register_many
+    ``service.register_many`` (what an import calls) with ``--many-rows`` new phones
+    for one case, after the bulk load: bulk.load on one connection, every one checked
+    for matches against the N registered, one audit record, the commit.
 baseline, bulk
     ``service.register`` one identifier per call (ORM rows, the audit record, one
     commit each) on a sample of ``--baseline-rows``.
+CPU
+    The machine may be shared: the bulk result also gives CPU seconds (this process
+    with its workers, and the PostgreSQL server's processes) per row, and
+    ``cpu_bound_per_s``, the rate the machine's cores would give to this load alone.
 
 ``ratio`` is baseline check p99 over ours (blind mode, the production default);
 ``ratio_vs_register_one_by_one`` is ours bulk rate over the baseline's. ``modes``
@@ -48,7 +56,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
 import random
@@ -84,8 +91,10 @@ WARMUP = 50
 
 
 def machine() -> dict:
+    load = Path("/proc/loadavg")  # a shared machine: how busy it was at the end
     return {"cores": os.cpu_count(), "python": platform.python_version(),
-            "when": datetime.now(UTC).isoformat(timespec="seconds")}
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "loadavg": load.read_text().split()[:3] if load.exists() else None}
 
 
 def pct(values: list[float], p: float) -> float:
@@ -177,143 +186,101 @@ def seed_people_and_cases() -> tuple[list[int], list[int], list[Actor]]:
     return case_ids, agency_ids, actors
 
 
-def _index_rows(task: tuple) -> tuple[str, str, int]:
-    """COPY text for registrations [start, stop): what `register` derives per
-    identifier (value key, a person's blocking keys and sketch). Runs in a worker
-    process, so key derivation (HMAC-SHA256 per row when blind: the bulk load's
-    bottleneck on one core) proceeds while the main process streams the previous
-    chunk into PostgreSQL."""
-    from taskforce.deconfliction import matching
-    from taskforce.deconfliction.blind import Keyring
+def bench_entries(start: int, stop: int, n_persons: int, case_ids: list[int],
+                  agency_ids: list[int]) -> list:
+    """Registrations [start, stop) as bulk.Entry (normalized identifiers, as an import
+    hands them over): runs in a worker process of bulk.load_parallel."""
+    from taskforce.deconfliction.bulk import Contact, Entry
 
-    start, stop, n_persons, blind_on, key, case_ids, agency_ids, times, sort = task
-    ring = Keyring(blind=True, key=key) if blind_on else Keyring(False)
-    scheme = ring.scheme
-    value_key = ring.value_key
-    tail = f"\tBench Detective\t\tbench@example.gov\t{times}\n"
-    regs: list[tuple] = []
-    blocks: list[str] = []
+    contact = Contact(user_id=None, name="Bench Detective", email="bench@example.gov")
     n_cases = len(case_ids)
+    out = []
     for i in range(start, stop):
-        rid = i + 1
         c = i % n_cases
         if i < n_persons:
             words, born = person(i)
-            value = "|".join(words) + "|" + born.isoformat()
-            kind = "person"
-            sketch = json.dumps(matching.person_sketch(words, born, ring)) \
-                if blind_on else "\\N"
-            blocks.extend(f"{rid}\t{k}\n" for k in matching.person_block_keys(words, born, ring))
+            kind, value = "person", "|".join(words) + "|" + born.isoformat()
         else:
-            kind, value, sketch = "phone", phone_at(i, n_persons), "\\N"
-        hint = "\\N" if blind_on else value
-        vk = value_key(kind, value)
-        line = (f"{rid}\t{kind}\t{vk}\t{scheme}\t{hint}\t{sketch}"
-                f"\t{agency_ids[c]}\t{case_ids[c]}{tail}")
-        regs.append((kind, vk, case_ids[c], line))
-    if sort:  # in the unique index's order: (kind, value_key, case_id, scheme)
-        regs.sort()
-    return "".join(r[-1] for r in regs), "".join(blocks), len(blocks)
+            kind, value = "phone", phone_at(i, n_persons)
+        out.append(Entry(kind, value, case_ids[c], agency_ids[c], contact))
+    return out
 
 
-COPY_REGS = ("COPY target_registrations (id, kind, value_key, scheme, display_hint, sketch,"
-             " agency_id, case_id, poc_name, poc_phone, poc_email, registered_at, expires_at)"
-             " FROM STDIN")
-COPY_BLOCKS = "COPY person_blocks (registration_id, block_key) FROM STDIN"
+def postgres_cpu_s() -> float:
+    """CPU seconds the PostgreSQL server has used so far: the postmaster with its
+    reaped children (backends that have exited) and its live children. With the
+    Python side's, it gives a figure the other loads of a shared machine do not
+    inflate: CPU per row."""
+    backend = db.session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+    db.session.rollback()
+    postmaster = int(_stat(backend)[1])
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = _stat(int(entry))
+        except OSError:
+            continue
+        if int(entry) == postmaster:
+            total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+        elif int(fields[1]) == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/<pid>/stat after the command name: state, ppid, ... (utime is [11])."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()
+
+
+def python_cpu_s() -> float:
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(
+        resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def bulk_load(n: int, persons: float, ring, case_ids: list[int], agency_ids: list[int],
-              workers: int, loaders: int = 2, sort: bool = True) -> dict:
-    """Index rows for n identifiers, COPYed in with every index in place (timed):
-    `workers` processes derive the rows; `loaders` connections COPY the chunks as
-    they come, each chunk in a transaction of its own (PostgreSQL's work, writing
-    the rows and maintaining the indexes, then runs on as many backends: on one
-    it was 88-90% of the time). Each transaction sets ``synchronous_commit`` off
-    (SET LOCAL: this load only): a crash can lose the last chunks committed, never
-    corrupt anything, and a load is re-run from its source anyway. With `sort`,
-    each chunk arrives ordered by index key, so its inserts walk the unique index
-    from left to right instead of jumping about it."""
-    import queue
-    import threading
+              workers: int) -> dict:
+    """N registrations through the product's bulk path (deconfliction.bulk.load_parallel,
+    what a large load runs; service.register_many runs its prepare + load for one
+    case), every index in place, committed a batch at a time (timed)."""
+    from functools import partial
+
+    from taskforce.deconfliction import bulk
 
     n_persons = int(n * persons)
     now = datetime.now(UTC)
-    expires = now + timedelta(days=730)
-    times = f"{now.isoformat()}\t{expires.isoformat()}"
-    chunk = 50_000
-    tasks = [(s, min(n, s + chunk), n_persons, ring.blind, ring.key, case_ids, agency_ids,
-              times, sort) for s in range(0, n, chunk)]
-    totals = {"blocks": 0, "done": 0, "copy_s": 0.0}
-    lock = threading.Lock()
-    work: queue.Queue = queue.Queue(maxsize=2 * loaders)
-    errors: list[BaseException] = []
-
-    engine = db.engine  # the threads have no app context
-
-    def loader() -> None:
-        raw = engine.raw_connection()
-        try:
-            cur = raw.cursor()
-            while (item := work.get()) is not None:
-                regs, blocks, n_blocks = item
-                t2 = time.perf_counter()
-                cur.execute("SET LOCAL synchronous_commit = off")
-                with cur.copy(COPY_REGS) as cp:
-                    cp.write(regs)
-                if n_blocks:
-                    with cur.copy(COPY_BLOCKS) as cp:
-                        cp.write(blocks)
-                raw.commit()
-                with lock:
-                    totals["copy_s"] += time.perf_counter() - t2
-                    totals["blocks"] += n_blocks
-                    totals["done"] += regs.count("\n")
-                    progress("bulk registration", totals["done"], n, t0)
-        except BaseException as exc:  # noqa: BLE001  (raised again by the main thread)
-            errors.append(exc)
-            while work.get() is not None:  # keep the producer from blocking
-                pass
-        finally:
-            raw.close()
-
-    wait_s = 0.0
+    stamp = bulk.Stamp(registered_at=now, expires_at=now + timedelta(days=730))
+    sources = [partial(bench_entries, s, min(n, s + bulk.CHUNK), n_persons, case_ids,
+                       agency_ids) for s in range(0, n, bulk.CHUNK)]
+    cpu0 = (python_cpu_s(), postgres_cpu_s())
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=loader, daemon=True) for _ in range(loaders)]
-    for t in threads:
-        t.start()
-    with multiprocessing.get_context("fork").Pool(workers) as pool:
-        rows = pool.imap(_index_rows, tasks)
-        while True:
-            t1 = time.perf_counter()
-            try:
-                item = next(rows)
-            except StopIteration:
-                break
-            wait_s += time.perf_counter() - t1
-            work.put(item)
-        for _ in threads:
-            work.put(None)
-        for t in threads:
-            t.join()
+    out = bulk.load_parallel(db.engine, sources, ring=ring, stamp=stamp, workers=workers,
+                             progress=lambda done: progress("bulk registration", done, n, t0))
     seconds = time.perf_counter() - t0
+    cpu = {"python_s": round(python_cpu_s() - cpu0[0], 1),  # main process and the workers
+           "postgres_s": round(postgres_cpu_s() - cpu0[1], 1)}
+    cores = os.cpu_count() or 1
     print(file=sys.stderr)
-    if errors:
-        raise errors[0]
-    assert totals["done"] == n, (totals["done"], n)
-    with db.engine.connect() as conn:
-        conn.execute(sa.text("SELECT setval(pg_get_serial_sequence('target_registrations', "
-                             "'id'), :n)"), {"n": n + 1})
-        conn.commit()
+    assert out["created"] == n, (out, n)
     with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         conn.execute(sa.text("VACUUM ANALYZE target_registrations"))
         conn.execute(sa.text("VACUUM ANALYZE person_blocks"))
     return {"per_s": round(n / seconds), "seconds": round(seconds, 1), "persons": n_persons,
-            "person_blocks": totals["blocks"], "workers": workers, "loaders": loaders,
-            "sorted_chunks": sort,
-            # where the time went: the main thread waiting for derived rows, and the
-            # loaders' COPY time summed over the loaders (PostgreSQL writing rows and
-            # maintaining every index)
-            "waiting_for_rows_s": round(wait_s, 1), "copy_s": round(totals["copy_s"], 1)}
+            "person_blocks": out["blocks"], "workers": workers,
+            "fast_batches": out["fast_batches"], "careful_batches": out["careful_batches"],
+            # where the workers' time went, summed over them: preparing batches, and
+            # bulk.load (PostgreSQL writing rows and keeping every index)
+            "prepare_s": out["prepare_s"], "load_s": out["load_s"],
+            # CPU per row, which a busy machine does not inflate as it does wall time, and
+            # the rate the machine's cores would give if the load used nothing else
+            "cpu_s": cpu,
+            "cpu_us_per_row": {k[:-2]: round(v / n * 1e6, 2) for k, v in cpu.items()},
+            "cpu_bound_per_s": round(n / max(1e-9, sum(cpu.values()) / cores))}
 
 
 # --------------------------------------------------------------------------- checks
@@ -389,8 +356,8 @@ def time_naive_checks(n: int, persons: float, queries: int, ring) -> dict:
             t0 = time.perf_counter()
             key = ring.value_key("phone", value)
             rows = conn.execute(sa.select(R.id, R.agency_id, R.poc_name).where(
-                R.kind == "phone", R.value_key == key, R.scheme == ring.scheme,
-                R.expires_at > now)).all()
+                R.key64 == ring.key64("phone", key), R.kind == "phone", R.value_key == key,
+                R.scheme == ring.scheme, R.expires_at > now)).all()
             ms.append((time.perf_counter() - t0) * 1000)
             assert rows, "the naive scan must find what is registered"
         conn.rollback()
@@ -407,6 +374,21 @@ def time_register_one_by_one(rows: int, actors: list[Actor], case_ids: list[int]
                          identifiers=[("phone", f"+1{AREAS[-1 - i // 100]}55501{i % 100:02d}")])
     seconds = time.perf_counter() - t0
     return {"per_s": round(rows / seconds, 1), "rows": rows}
+
+
+def time_register_many(n: int, rows: int, actor: Actor, case_id: int) -> dict:
+    """service.register_many, what an import calls: `rows` new phones into one case
+    (normalized, as the graph hands them over), written by bulk.load, each one
+    checked against the N registered (exact and possible), audited, committed."""
+    from taskforce.deconfliction import service
+    from taskforce.graph.identifiers import Identifier
+
+    found = [Identifier("phone", phone(12 * n + i)) for i in range(rows)]  # never registered
+    t0 = time.perf_counter()
+    result = service.register_many(actor=actor, case_id=case_id, identifiers=found)
+    seconds = time.perf_counter() - t0
+    assert result.created == rows and not result.hits, (result.created, len(result.hits))
+    return {"per_s": round(rows / seconds), "rows": rows, "seconds": round(seconds, 2)}
 
 
 # --------------------------------------------------------------------------- main
@@ -429,22 +411,29 @@ def run_mode(server, name: str, blind_on: bool, args, workdir: Path) -> dict:
         assert ring.blind == blind_on
         case_ids, agency_ids, actors = seed_people_and_cases()
         print(f"[{name}] loading {args.n:,} registrations", file=sys.stderr)
-        bulk = bulk_load(args.n, args.persons, ring, case_ids, agency_ids, args.workers,
-                         loaders=args.loaders, sort=not args.unsorted)
+        bulk = bulk_load(args.n, args.persons, ring, case_ids, agency_ids, args.workers)
         print(f"[{name}] timing checks", file=sys.stderr)
         checks = time_checks(args.n, args.persons, args.queries, ring)
         service_checks = time_service_checks(args.n, args.persons, args.service_queries,
                                              actors[1])
         naive = time_naive_checks(args.n, args.persons, args.baseline_queries, ring)
         one_by_one = time_register_one_by_one(args.baseline_rows, actors, case_ids)
+        print(f"[{name}] timing register_many", file=sys.stderr)
+        many = time_register_many(args.n, args.many_rows, actors[0], case_ids[1])
         size = db.session.execute(sa.text(
             "SELECT pg_total_relation_size('target_registrations'),"
-            " pg_total_relation_size('person_blocks')")).one()
+            " pg_total_relation_size('person_blocks'),"
+            " pg_indexes_size('target_registrations')")).one()
+        index_sizes = {name: round(b / 2**20) for name, b in db.session.execute(sa.text(
+            "SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) FROM pg_index"
+            " WHERE indrelid = 'target_registrations'::regclass"))}
         db.session.remove()
         db.engine.dispose()
     out = {"blind": blind_on, "bulk": bulk, "check": checks, "service_check_only": service_checks,
            "naive_scan_check": naive, "register_one_by_one": one_by_one,
-           "table_mb": round(size[0] / 2**20), "blocks_mb": round(size[1] / 2**20)}
+           "register_many": many,
+           "table_mb": round(size[0] / 2**20), "blocks_mb": round(size[1] / 2**20),
+           "indexes_mb": round(size[2] / 2**20), "index_mb": index_sizes}
     print(f"[{name}] {json.dumps(out)}", file=sys.stderr)
     return out
 
@@ -457,13 +446,11 @@ def main() -> None:
     ap.add_argument("--service-queries", type=int, default=200)
     ap.add_argument("--baseline-queries", type=int, default=20)
     ap.add_argument("--baseline-rows", type=int, default=300)
+    ap.add_argument("--many-rows", type=int, default=100_000,
+                    help="identifiers of one service.register_many call (an import's)")
     ap.add_argument("--modes", default="plain,blind")
     ap.add_argument("--workers", type=int, default=max(2, os.cpu_count() or 2),
-                    help="processes deriving index rows during the bulk load")
-    ap.add_argument("--loaders", type=int, default=2,
-                    help="connections COPYing derived chunks into PostgreSQL at once")
-    ap.add_argument("--unsorted", action="store_true",
-                    help="COPY each chunk in generation order, not in index-key order")
+                    help="processes preparing and loading batches, each on its connection")
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "target_check.json"))
     args = ap.parse_args()
 
@@ -514,6 +501,7 @@ def main() -> None:
                                          - (p["check"]["person"] or {}).get("p99_ms", 0), 3),
             "bulk_per_s_ratio": round(b["bulk"]["per_s"] / p["bulk"]["per_s"], 3),
             "table_mb": b["table_mb"] - p["table_mb"],
+            "indexes_mb": b["indexes_mb"] - p["indexes_mb"],
             "person_found_blind_vs_plain": [b["check"]["person_found"],
                                             p["check"]["person_found"]],
         }

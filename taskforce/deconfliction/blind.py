@@ -28,6 +28,12 @@ key), and lookups match only rows of the current scheme: turning the blind index
 on or off, or changing the key, never makes two different values meet, it only
 stops old rows matching until they are registered again.
 
+The index seeks a 64-bit key, ``key64`` (first 8 bytes of the HMAC tag, or of
+SHA-256 of ``"<kind>|<value>"`` when plain): a btree of 8-byte keys is a quarter
+the size of one of tags, which is what makes loading millions of rows fast. The
+full ``value_key`` is still stored and compared on every match, so two values
+sharing a 64-bit prefix never meet (models.TargetRegistration.key_slot).
+
 Pure functions of the app config; no database.
 """
 from __future__ import annotations
@@ -97,14 +103,31 @@ class Keyring:
         fingerprint = hmac.new(self.key, b"fingerprint", hashlib.sha256).hexdigest()[:8]
         return f"hmac1:{fingerprint}"
 
+    @cached_property
+    def _pads(self) -> tuple[Any, Any]:
+        """SHA-256 states after the HMAC key's inner and outer pads (RFC 2104): a tag
+        then costs two short hashes, 1.2 us against 5 us for hmac.digest, which
+        sets it up again per call (bulk registration tags every row)."""
+        key = self.key if len(self.key) <= 64 else hashlib.sha256(self.key).digest()
+        key = key.ljust(64, b"\0")
+        return (hashlib.sha256(bytes(b ^ 0x36 for b in key)),
+                hashlib.sha256(bytes(b ^ 0x5C for b in key)))
+
     def _tag(self, text: str) -> str:
-        # hmac.digest: one call into OpenSSL (hmac.new builds a Python object per tag,
-        # which was most of the cost of bulk registration)
-        return hmac.digest(self.key, text.encode(), "sha256").hex()
+        inner_pad, outer_pad = self._pads
+        inner = inner_pad.copy()
+        inner.update(text.encode())
+        outer = outer_pad.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
 
     def value_key(self, kind: str, value: str) -> str:
         """What ``target_registrations.value_key`` holds for a normalized identifier."""
         return self._tag(f"{kind}|{value}") if self.blind else value
+
+    def key64(self, kind: str, value_key: str) -> int:
+        """What ``target_registrations.key64`` holds for this value key (the index's seek)."""
+        return key64(kind, value_key, self.blind)
 
     def block_key(self, key: str) -> str:
         """What ``person_blocks.block_key`` holds for a blocking key."""
@@ -112,6 +135,23 @@ class Keyring:
 
     def sketch_tag(self, purpose: str, text: str) -> str:
         return self._tag(f"{purpose}|{text}")[:SKETCH_TAG_HEX]
+
+
+def key64(kind: str, value_key: str, blind: bool) -> int:
+    """The first 8 bytes of the value key's hash, read as a signed (two's complement)
+    BIGINT: of the HMAC tag itself when blind (already a keyed hash: its first 16 hex
+    digits), of SHA-256 of ``"<kind>|<value>"`` when plain. Lookups compare the full
+    value_key afterwards. In PostgreSQL: ``('x' || substr(<hex>, 1, 16))::bit(64)::bigint``
+    with <hex> the tag, or ``encode(sha256(convert_to(kind || '|' || value_key,
+    'UTF8')), 'hex')``."""
+    if blind:
+        u = int(value_key[:16], 16)
+        return u - _WRAP if u >= _HALF else u
+    digest = hashlib.sha256(f"{kind}|{value_key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+_HALF, _WRAP = 1 << 63, 1 << 64  # unsigned 64-bit -> signed (BIGINT)
 
 
 def keyring(app=None) -> Keyring:

@@ -5,8 +5,10 @@ what it finds into hits. Never a scan: every lookup is an index seek.
 
 Exact
     An identifier's index key (blind.Keyring.value_key: the normalized value, or its
-    HMAC tag) is looked up on the ``(kind, value_key)`` index among live rows of the
-    current key scheme, a batch of keys per query.
+    HMAC tag) is looked up by its 64-bit prefix (``key64``, the index's seek) among
+    live rows of the current key scheme, a batch of keys per query, and the full
+    (kind, value_key) compared on every row found: two values sharing a prefix never
+    meet.
 
 Possible (people)
     A person registration stores its blocking keys (identifiers.person_blocking_keys:
@@ -57,7 +59,7 @@ import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from typing import Any
 
@@ -104,6 +106,7 @@ class Probe:
     registration_id: int | None = None
     case_id: int | None = None
     entity_id: int | None = None
+    key64: int | None = None  # blind.key64 of value_key (derived when not given)
 
 
 @dataclass
@@ -152,9 +155,11 @@ def make_probe(ident: idents.Identifier, ring: Keyring, *, registration_id: int 
                 query_keys[ring.block_key(k)] = year
         person = PersonProbe(tokens=tokens, dob=dob, query_keys=query_keys,
                              sketch=person_sketch(tokens, dob, ring) if ring.blind else None)
-    return Probe(kind=ident.kind, value_key=ring.value_key(ident.kind, ident.value),
+    value_key = ring.value_key(ident.kind, ident.value)
+    return Probe(kind=ident.kind, value_key=value_key,
                  display=ident.display or ident.value, person=person,
-                 registration_id=registration_id, case_id=case_id, entity_id=entity_id)
+                 registration_id=registration_id, case_id=case_id, entity_id=entity_id,
+                 key64=ring.key64(ident.kind, value_key))
 
 
 # --------------------------------------------------------------------------- scoring
@@ -233,22 +238,33 @@ def _chunks(items: Sequence[Any], size: int = LOOKUP_CHUNK) -> Iterable[Sequence
 
 def exact_matches(probes: Sequence[Probe], *, ring: Keyring, now: datetime,
                   exclude_case_id: int | None = None) -> list[Match]:
-    """Every live registration of another case with the same (kind, value_key)."""
-    by_kind: dict[str, dict[str, list[Probe]]] = defaultdict(lambda: defaultdict(list))
+    """Every live registration of another case with the same (kind, value_key):
+    sought by key64, then the full key compared (a shared prefix is no match)."""
+    keyed: dict[tuple[str, str], list[Probe]] = defaultdict(list)
+    key64s: set[int] = set()
     for p in probes:
-        by_kind[p.kind][p.value_key].append(p)
+        keyed[(p.kind, p.value_key)].append(p)
+        key64s.add(p.key64 if p.key64 is not None else ring.key64(p.kind, p.value_key))
     found: list[Match] = []
-    for kind, keyed in by_kind.items():
-        for chunk in _chunks(sorted(keyed)):
-            query = select(TargetRegistration).where(
-                TargetRegistration.kind == kind, TargetRegistration.value_key.in_(chunk),
-                *_live(ring, now))
-            if exclude_case_id is not None:
-                query = query.where(TargetRegistration.case_id != exclude_case_id)
-            for other in db.session.scalars(query):
-                for p in keyed[other.value_key]:
-                    found.append(Match("exact", 1.0, p, other))
+    for other in registrations_by_key64(sorted(key64s), ring=ring, now=now,
+                                        exclude_case_id=exclude_case_id):
+        for p in keyed.get((other.kind, other.value_key), ()):
+            found.append(Match("exact", 1.0, p, other))
     return found
+
+
+def registrations_by_key64(key64s: Sequence[int], *, ring: Keyring, now: datetime,
+                           exclude_case_id: int | None = None) -> list[TargetRegistration]:
+    """Live registrations of the current scheme holding these key64s (any value:
+    the caller compares the full key)."""
+    out: list[TargetRegistration] = []
+    for chunk in _chunks(list(key64s)):
+        query = select(TargetRegistration).where(
+            TargetRegistration.key64.in_(chunk), *_live(ring, now))
+        if exclude_case_id is not None:
+            query = query.where(TargetRegistration.case_id != exclude_case_id)
+        out.extend(db.session.scalars(query))
+    return out
 
 
 def possible_matches(probes: Sequence[Probe], *, ring: Keyring, now: datetime,
@@ -328,6 +344,7 @@ def second_degree(probes: Sequence[Probe], *, ring: Keyring, now: datetime) -> l
     todo = [p for p in probes if p.entity_id is not None and p.case_id is not None]
     if not todo or not _graph_ready():
         return []
+    todo = _current_entities(todo)
     from taskforce.graph.outbox import entity_node_id
 
     cases_of = _cases_holding(sorted({p.entity_id for p in todo}))
@@ -353,6 +370,7 @@ def second_degree_one_at_a_time(probes: Sequence[Probe], *, ring: Keyring, now: 
     todo = [p for p in probes if p.entity_id is not None and p.case_id is not None]
     if not todo or not _graph_ready():
         return []
+    todo = _current_entities(todo)
     from taskforce.graph import queries
     from taskforce.graph.outbox import entity_node_id
 
@@ -377,6 +395,58 @@ def second_degree_one_at_a_time(probes: Sequence[Probe], *, ring: Keyring, now: 
                           edge.get("confidence"))
             found.append((p, case_id, strength))
     return _second_degree_matches(found, ring=ring, now=now)
+
+
+def _current_entities(probes: Sequence[Probe]) -> list[Probe]:
+    """The probes that take part (registered, with an entity), each naming the
+    entity it is now: a registration keeps the id of an entity a merge absorbed
+    (that entity is gone from the graph), so it is read through merged_into_id;
+    after an unmerge the same registration names its own entity again."""
+    now_of = resolve_merged({p.entity_id for p in probes})
+    return [replace(p, entity_id=now_of.get(p.entity_id, p.entity_id)) for p in probes]
+
+
+MERGE_DEPTH_MAX = 50  # merges of merges followed (a cycle cannot happen; this bounds it)
+
+
+def resolve_merged(entity_ids: Iterable[int]) -> dict[int, int]:
+    """entity id -> the entity it is merged into now, through merges of merges
+    (ids not merged map to themselves)."""
+    from taskforce.graph.models import Entity
+
+    now_of = {e: e for e in entity_ids}
+    pending = {e: e for e in now_of}  # original -> where it has got to
+    for _ in range(MERGE_DEPTH_MAX):
+        if not pending:
+            break
+        into: dict[int, int] = {}
+        for chunk in _chunks(sorted(set(pending.values()))):
+            into.update((a, b) for a, b in db.session.execute(
+                select(Entity.id, Entity.merged_into_id).where(
+                    Entity.id.in_(chunk), Entity.merged_into_id.is_not(None))))
+        pending = {orig: into[at] for orig, at in pending.items() if at in into}
+        now_of.update(pending)
+    return now_of
+
+
+def absorbed_into(entity_ids: Iterable[int]) -> dict[int, set[int]]:
+    """entity id -> itself and every entity merged into it, directly or through
+    merges of merges (what registrations may still name it by)."""
+    from taskforce.graph.models import Entity
+
+    out = {e: {e} for e in entity_ids}
+    frontier = {e: e for e in out}  # absorbed or start id -> the start it belongs to
+    for _ in range(MERGE_DEPTH_MAX):
+        if not frontier:
+            break
+        found: dict[int, int] = {}
+        for chunk in _chunks(sorted(frontier)):
+            for eid, into in db.session.execute(select(Entity.id, Entity.merged_into_id)
+                                                .where(Entity.merged_into_id.in_(chunk))):
+                found[eid] = frontier[into]
+                out[frontier[into]].add(eid)
+        frontier = found
+    return out
 
 
 def _graph_ready() -> bool:
@@ -498,24 +568,21 @@ def _registrations_of(entity_ids: Sequence[int], *, ring: Keyring, now: datetime
     from taskforce.graph.models import Identifier as GraphIdentifier
 
     out: dict[int, dict[int, TargetRegistration]] = defaultdict(dict)
-    for chunk in _chunks(list(entity_ids)):
+    # a registration naming an entity merged into a neighbour names the neighbour
+    named_by = {a: e for e, absorbed in absorbed_into(entity_ids).items() for a in absorbed}
+    for chunk in _chunks(sorted(named_by)):
         for reg in db.session.scalars(select(TargetRegistration).where(
                 TargetRegistration.entity_id.in_(chunk), *_live(ring, now))):
-            out[reg.entity_id][reg.id] = reg
+            out[named_by[reg.entity_id]][reg.id] = reg
+    for chunk in _chunks(list(entity_ids)):
         rows = db.session.execute(select(GraphIdentifier.entity_id, GraphIdentifier.kind,
                                          GraphIdentifier.value)
                                   .where(GraphIdentifier.entity_id.in_(chunk))).all()
         keyed: dict[tuple[str, str], set[int]] = defaultdict(set)
         for r in rows:
             keyed[(r.kind, ring.value_key(r.kind, r.value))].add(r.entity_id)
-        by_kind: dict[str, list[str]] = defaultdict(list)
-        for kind, key in keyed:
-            by_kind[kind].append(key)
-        for kind, keys in by_kind.items():
-            for sub in _chunks(keys):
-                for reg in db.session.scalars(select(TargetRegistration).where(
-                        TargetRegistration.kind == kind, TargetRegistration.value_key.in_(sub),
-                        *_live(ring, now))):
-                    for entity_id in keyed[(kind, reg.value_key)]:
-                        out[entity_id].setdefault(reg.id, reg)
+        for reg in registrations_by_key64(sorted({ring.key64(k, vk) for k, vk in keyed}),
+                                          ring=ring, now=now):
+            for entity_id in keyed.get((reg.kind, reg.value_key), ()):
+                out[entity_id].setdefault(reg.id, reg)
     return {e: list(regs.values()) for e, regs in out.items()}

@@ -23,10 +23,14 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
     UniqueConstraint,
+    event,
+    text,
 )
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from taskforce.accounts.models import Agency, User, UtcDateTime, utcnow
@@ -74,28 +78,54 @@ class TargetRegistration(db.Model):
 
     __tablename__ = "target_registrations"
     __table_args__ = (
-        # Idempotent per case + identifier (under one key scheme), and, led by
-        # (kind, value_key), also the exact check's index seek: one random-key
-        # index instead of two, which made bulk registration ~30% faster (COPY is
-        # mostly index upkeep; bench/bench_target_check.py).
-        UniqueConstraint("kind", "value_key", "case_id", "scheme", name="case_identifier"),
+        # The exact check's seek, and one row per case and identifier, on narrow keys:
+        # (8-byte key64, case, slot) entries make an index a quarter the size of one
+        # of (kind, value_key, case, scheme), and its upkeep is most of a bulk load's
+        # time (bench/bench_target_check.py). Every lookup compares the full
+        # (kind, value_key, scheme) after the seek, so values that share a key64
+        # never meet; in one case they take slots 0, 1, ... (bulk.py keeps them
+        # dense, so a new value's slot-0 insert always collides with any of them).
+        UniqueConstraint("key64", "case_id", "key_slot", name="case_identifier"),
+        # The rows at slot 1+ (next to none: a 64-bit collision inside one case),
+        # for the purge to renumber; empty, so it costs a load nothing.
+        Index("ix_target_registrations_key_collisions", "key64", "case_id",
+              postgresql_where=text("key_slot > 0"), sqlite_where=text("key_slot > 0")),
+        # Only the purge asks for expired rows: on PostgreSQL a BRIN index (a summary
+        # per block range; expiry follows the order rows are written, give or take
+        # renewals), nearly free to keep where a btree cost ~10% of a bulk load.
+        Index("ix_target_registrations_expires_at", "expires_at", postgresql_using="brin"),
+        # Rows with an entity only (a lookup by entity never asks for NULL): a load of
+        # identifiers without entities pays nothing for it.
+        Index("ix_target_registrations_entity_id", "entity_id",
+              postgresql_where=text("entity_id IS NOT NULL"),
+              sqlite_where=text("entity_id IS NOT NULL")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(32))
     # The normalized value, or its HMAC tag when the blind index is on (blind.py).
     value_key: Mapped[str] = mapped_column(String(512))
+    # The first 8 bytes of the value key's hash (blind.key64): what the index seeks.
+    key64: Mapped[int] = mapped_column(BigInteger)
+    # 0; 1, 2, ... for other values of the same case that share this key64
+    key_slot: Mapped[int] = mapped_column(SmallInteger, default=0)
     scheme: Mapped[str] = mapped_column(String(24))  # "plain" or "hmac1:<fingerprint>"
     # The identifier as entered, for its own case's pages; NULL when blind.
     display_hint: Mapped[str | None] = mapped_column(String(512))
     # Persons only, blind only: tags to score possible matches with (matching.py).
     sketch: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    # No index on agency_id: no query looks registrations up by agency, and every
-    # index is upkeep on each of millions of rows loaded (bench_target_check.py).
-    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id"))
-    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id", ondelete="CASCADE"), index=True)
+    # The case's agency when registered (a snapshot, as a hit's sides are), written
+    # from the case by the service. No foreign key: PostgreSQL checks one per row
+    # loaded (~4 us of ~20 per row of a bulk load, bench_target_check.py), and the
+    # case's own key to its agency already holds; agencies are never deleted. No
+    # index either: no query looks registrations up by agency.
+    agency_id: Mapped[int] = mapped_column(Integer)
+    # No foreign key either (on PostgreSQL each row loaded paid ~3.5 us for its check,
+    # of ~20): the service writes only cases it has loaded, and the trigger below
+    # deletes a deleted case's registrations, as the key's ON DELETE CASCADE did.
+    case_id: Mapped[int] = mapped_column(index=True)
     entity_id: Mapped[int | None] = mapped_column(
-        ForeignKey("entities.id", ondelete="SET NULL"), index=True)
+        ForeignKey("entities.id", ondelete="SET NULL"))
     poc_user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     poc_name: Mapped[str] = mapped_column(String(200))
     poc_phone: Mapped[str] = mapped_column(String(40), default="")
@@ -103,9 +133,11 @@ class TargetRegistration(db.Model):
     registered_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     registered_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     renewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    expires_at: Mapped[datetime] = mapped_column(UtcDateTime, index=True)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
 
-    agency: Mapped[Agency] = relationship(lazy="joined")
+    agency: Mapped[Agency] = relationship(
+        primaryjoin="TargetRegistration.agency_id == Agency.id",
+        foreign_keys="TargetRegistration.agency_id", lazy="joined", innerjoin=True)
     blocks: Mapped[list[PersonBlock]] = relationship(
         back_populates="registration", cascade="all, delete-orphan", passive_deletes=True)
 
@@ -114,6 +146,42 @@ class TargetRegistration(db.Model):
 
     def __repr__(self) -> str:
         return f"<TargetRegistration {self.id} {self.kind} case={self.case_id}>"
+
+
+# A deleted case takes its registrations along (what case_id's foreign key did with
+# ON DELETE CASCADE): on PostgreSQL one statement-level trigger on cases, which costs
+# a bulk load nothing; on SQLite a row trigger. The migration installs the same.
+_CASE_DELETED = {
+    "postgresql": ("""
+CREATE OR REPLACE FUNCTION deconfliction_case_deleted() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM target_registrations r USING gone_cases g WHERE r.case_id = g.id;
+    RETURN NULL;
+END $$""", "DROP TRIGGER IF EXISTS deconfliction_case_deleted ON cases", """
+CREATE TRIGGER deconfliction_case_deleted AFTER DELETE ON cases
+REFERENCING OLD TABLE AS gone_cases FOR EACH STATEMENT
+EXECUTE FUNCTION deconfliction_case_deleted()"""),
+    # SQLite enforces no foreign key here (no PRAGMA foreign_keys): blocks go too
+    "sqlite": ("""
+CREATE TRIGGER IF NOT EXISTS deconfliction_case_deleted AFTER DELETE ON cases
+BEGIN
+    DELETE FROM person_blocks WHERE registration_id IN
+        (SELECT id FROM target_registrations WHERE case_id = OLD.id);
+    DELETE FROM target_registrations WHERE case_id = OLD.id;
+END""",),
+}
+
+
+def install_case_deleted_trigger(connection: Connection) -> None:
+    """Idempotent; after create_all and from the migration."""
+    for statement in _CASE_DELETED.get(connection.dialect.name, ()):
+        connection.exec_driver_sql(statement)
+
+
+@event.listens_for(TargetRegistration.__table__, "after_create")
+def _case_deleted_after_create(target, connection: Connection, **kw) -> None:
+    install_case_deleted_trigger(connection)
 
 
 class PersonBlock(db.Model):

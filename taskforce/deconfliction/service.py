@@ -12,12 +12,14 @@ Registering (`register`)
     Needs contribute (WRITE) access to the case. Identifiers are normalized
     (graph.identifiers.normalize) and stored once per case, kind and value; entering
     one again renews it. Each new one is checked at once against every live
-    registration of every *other case*, of any agency: exact (index seek on
-    (kind, value_key)), possible people (blocking keys, then scoring), and, after the
-    commit, second-degree through Neo4j (matching.py). Another case of the same
-    agency IS a hit: two squads of one department working the same trafficker
-    without knowing it is the commonest conflict of all, and the hit tells each
-    only whom to call, as across agencies. The same case never hits itself.
+    registration of every *other case*, of any agency: exact (index seek on the
+    key's 64-bit prefix, then the full key compared), possible people (blocking keys,
+    then scoring), and, after the commit, second-degree through Neo4j (matching.py).
+    Another case of the same agency IS a hit: two squads of one department working
+    the same trafficker without knowing it is the commonest conflict of all, and the
+    hit tells each only whom to call, as across agencies. The same case never hits
+    itself. `register_many` does the same for an import's identifiers at once
+    (bulk.py: COPY on PostgreSQL).
 
 Hits
     One per pair of registrations, ever (`pair_key`), numbered DC-<year>-<6 digits>.
@@ -56,7 +58,7 @@ from sqlalchemy.orm import Session
 from taskforce.accounts.models import User, UserRole, utcnow
 from taskforce.accounts.permissions import Actor
 from taskforce.audit import service as audit
-from taskforce.deconfliction import blind, matching, policy
+from taskforce.deconfliction import blind, bulk, matching, policy
 from taskforce.deconfliction.models import (
     RESOLUTIONS,
     Hit,
@@ -87,6 +89,7 @@ __all__ = [
     "mark_notifications_read",
     "purge_expired",
     "register",
+    "register_many",
     "renew",
     "resolve",
     "second_degree_check",
@@ -96,6 +99,8 @@ __all__ = [
 DEFAULT_TTL_DAYS = 730
 TTL_MAX_DAYS = 3650
 IDENTIFIERS_MAX = 5000
+BULK_IDENTIFIERS_MAX = 10_000_000  # register_many (imports): what one transaction may hold
+BULK_CHUNK = 50_000  # rows per bulk.load
 NOTE_MAX = 2000
 POC_NAME_MAX = 200
 PER_PAGE_MAX = 200
@@ -119,7 +124,8 @@ def ttl_days() -> int:
 
 # --------------------------------------------------------------------------- input
 
-def _parse_identifiers(errors: _Errors, raw: Any) -> list[idents.Identifier]:
+def _parse_identifiers(errors: _Errors, raw: Any, *, limit: int = IDENTIFIERS_MAX
+                       ) -> list[idents.Identifier]:
     """Normalize (kind, value) pairs, dicts ({kind, value, dob, state, ...}) or
     Identifiers; errors name `identifiers.<i>`. Duplicates are kept once."""
     if isinstance(raw, (str, bytes, Mapping)) or not isinstance(raw, Iterable):
@@ -129,8 +135,8 @@ def _parse_identifiers(errors: _Errors, raw: Any) -> list[idents.Identifier]:
     if not items:
         errors.add("identifiers", "Give at least one identifier.")
         return []
-    if len(items) > IDENTIFIERS_MAX:
-        errors.add("identifiers", f"At most {IDENTIFIERS_MAX} identifiers at a time.")
+    if len(items) > limit:
+        errors.add("identifiers", f"At most {limit} identifiers at a time.")
         return []
     out: dict[tuple[str, str], idents.Identifier] = {}
     for i, item in enumerate(items):
@@ -273,14 +279,18 @@ def register(*, actor: Actor, case_id: Any, identifiers: Any, entity_id: Any = N
     at = now()
     expires = at + timedelta(days=ttl_days())
     keys = {ident.key: ring.value_key(ident.kind, ident.value) for ident in found}
+    key64s = {ident.key: ring.key64(ident.kind, keys[ident.key]) for ident in found}
     existing: dict[tuple[str, str], TargetRegistration] = {}
-    for kind in {k for k, _ in keys}:
-        wanted = [vk for (k, _), vk in keys.items() if k == kind]
-        for chunk in matching._chunks(wanted):
-            for reg in db.session.scalars(select(TargetRegistration).where(
-                    TargetRegistration.case_id == case.id, TargetRegistration.kind == kind,
-                    TargetRegistration.scheme == ring.scheme,
-                    TargetRegistration.value_key.in_(chunk))):
+    # slots taken per key64 in this case (values of any kind or scheme sharing it)
+    slots: Counter[int] = Counter()
+    for chunk in matching._chunks(sorted(set(key64s.values()))):
+        # FOR SHARE: a purge cannot delete one of them (leaving a gap in the slots)
+        for reg in db.session.scalars(select(TargetRegistration).where(
+                TargetRegistration.case_id == case.id,
+                TargetRegistration.key64.in_(chunk))
+                .with_for_update(read=True, of=TargetRegistration)):
+            slots[reg.key64] += 1
+            if reg.scheme == ring.scheme:
                 existing[(reg.kind, reg.value_key)] = reg
 
     registrations: list[TargetRegistration] = []
@@ -290,8 +300,10 @@ def register(*, actor: Actor, case_id: Any, identifiers: Any, entity_id: Any = N
         vk = keys[ident.key]
         reg = existing.get((ident.kind, vk))
         if reg is None:
+            k64 = key64s[ident.key]
             reg = TargetRegistration(
-                kind=ident.kind, value_key=vk, scheme=ring.scheme,
+                kind=ident.kind, value_key=vk, key64=k64, key_slot=slots[k64],
+                scheme=ring.scheme,
                 display_hint=None if ring.blind else (ident.display or ident.value)[:512],
                 agency_id=case.agency_id, case_id=case.id, entity_id=eid,
                 poc_user_id=contact["user_id"], poc_name=contact["name"],
@@ -305,6 +317,7 @@ def register(*, actor: Actor, case_id: Any, identifiers: Any, entity_id: Any = N
                               for k in sorted(matching.person_block_keys(tokens, dob, ring))]
             db.session.add(reg)
             existing[(ident.kind, vk)] = reg
+            slots[k64] += 1
             created += 1
             to_check.append((ident, reg))
         else:
@@ -336,6 +349,115 @@ def register(*, actor: Actor, case_id: Any, identifiers: Any, entity_id: Any = N
         _commit()
     return RegisterResult(registrations=registrations, created=created, renewed=renewed,
                           hits=hits)
+
+
+@dataclass
+class BulkRegisterResult:
+    """register_many's outcome: one registration id per identifier (in the order of
+    `checked`), how many were new and renewed, and the hits made."""
+
+    checked: list[idents.Identifier]
+    registration_ids: list[int]
+    created: int
+    renewed: int
+    hits: list[Hit]
+
+
+def register_many(*, actor: Actor, case_id: Any, identifiers: Any,
+                  entity_ids: Mapping[tuple[str, str], int] | None = None, poc: Any = None,
+                  commit: bool = True, second_degree: bool = True) -> BulkRegisterResult:
+    """What `register` does, for up to BULK_IDENTIFIERS_MAX identifiers of one case at
+    once (an import's): rows written in bulk (bulk.py: COPY on PostgreSQL), the new
+    ones (and those back from expiry) checked for exact and possible matches a batch
+    of keys per query, one audit record.
+
+    `entity_ids` names the entity of each identifier, by its normalized key
+    (Identifier.key); each must be in the case. With `second_degree` the entities'
+    registrations are queued for the second-degree check after the commit (an
+    import passes False: it asks for its entities' check itself).
+    """
+    case = get_case_or_404(actor=actor, case_id=case_id, action=WRITE,
+                           attempt="deconfliction.register")
+    if case.status == "closed":
+        raise Conflict("This case is closed; reopen it before registering identifiers.")
+    if isinstance(identifiers, (list, tuple)) and not identifiers:
+        return BulkRegisterResult(checked=[], registration_ids=[], created=0, renewed=0,
+                                  hits=[])
+    errors = _Errors()
+    found = _parse_identifiers(errors, identifiers, limit=BULK_IDENTIFIERS_MAX)
+    entity_of = _case_entities(errors, case, entity_ids or {}, found)
+    contact = _poc(errors, case, poc)
+    errors.raise_if_any()
+
+    ring = blind.keyring()
+    at = now()
+    stamp = bulk.Stamp(registered_at=at, expires_at=at + timedelta(days=ttl_days()),
+                       registered_by_id=actor.user_id)
+    who = bulk.Contact(user_id=contact["user_id"], name=contact["name"],
+                       phone=contact["phone"], email=contact["email"])
+    db.session.flush()  # the caller's pending rows first: the load runs on the same connection
+    conn = db.session.connection()
+    ids: list[int] = []
+    probes: list[matching.Probe] = []
+    created = 0
+    for start in range(0, len(found), BULK_CHUNK):
+        chunk = found[start:start + BULK_CHUNK]
+        prepared = bulk.prepare([bulk.Entry(
+            kind=i.kind, value=i.value, case_id=case.id, agency_id=case.agency_id,
+            contact=who, entity_id=entity_of.get(i.key), display=i.display or i.value)
+            for i in chunk], ring, stamp)
+        loaded = bulk.load(conn, prepared, stamp)
+        created += loaded.n_created
+        for ident, row in zip(chunk, prepared.row_of, strict=True):
+            ids.append(loaded.ids[row])
+            if loaded.check[row]:
+                probes.append(matching.make_probe(
+                    ident, ring, registration_id=loaded.ids[row], case_id=case.id,
+                    entity_id=entity_of.get(ident.key)))
+    for obj in list(db.session.identity_map.values()):  # renewed behind the ORM's back
+        if isinstance(obj, TargetRegistration):
+            db.session.expire(obj)
+
+    matches = matching.find(probes, ring=ring, now=at, exclude_case_id=case.id)
+    hits = _create_hits(actor, matches, {}, at=at)
+    audit.record(actor=actor, action="deconfliction.register", object_type="case",
+                 object_id=case.id, case_id=case.id,
+                 details={"identifier_kinds": dict(Counter(i.kind for i in found)),
+                          "created": created, "renewed": len(found) - created, "bulk": True,
+                          "entities": len(set(entity_of.values())),
+                          "hits": [h.number for h in hits]})
+    if second_degree and probes and matching.graph_configured():
+        _pending(db.session()).setdefault("second_degree", []).extend(
+            p.registration_id for p in probes if p.entity_id is not None)
+    if commit:
+        _commit()
+    return BulkRegisterResult(checked=found, registration_ids=ids, created=created,
+                              renewed=len(found) - created, hits=hits)
+
+
+def _case_entities(errors: _Errors, case: Case, entity_ids: Mapping[tuple[str, str], int],
+                   found: Sequence[idents.Identifier]) -> dict[tuple[str, str], int]:
+    """The entity of each identifier (by key), each checked to be in the case."""
+    from taskforce.graph.models import CaseEntity
+
+    wanted: dict[tuple[str, str], int] = {}
+    for ident in found:
+        eid = entity_ids.get(ident.key)
+        if eid is None:
+            continue
+        row_id = _as_id(eid)
+        if row_id is None:
+            errors.add("entity_ids", "Each entity id must be a whole number, 1 or more.")
+            return {}
+        wanted[ident.key] = row_id
+    ids = sorted(set(wanted.values()))
+    in_case: set[int] = set()
+    for chunk in matching._chunks(ids):
+        in_case.update(db.session.scalars(select(CaseEntity.entity_id).where(
+            CaseEntity.case_id == case.id, CaseEntity.entity_id.in_(chunk))))
+    if set(ids) - in_case:
+        errors.add("entity_ids", "Each must be an entity of this case.")
+    return wanted
 
 
 def _commit() -> None:
@@ -544,7 +666,8 @@ def second_degree_check(*, registration_ids: Sequence[int], actor: Actor | None 
         TargetRegistration.id.in_(list(registration_ids)),
         TargetRegistration.scheme == ring.scheme, TargetRegistration.expires_at > at)))
     probes = [matching.Probe(kind=r.kind, value_key=r.value_key, registration_id=r.id,
-                             case_id=r.case_id, entity_id=r.entity_id) for r in regs]
+                             case_id=r.case_id, entity_id=r.entity_id, key64=r.key64)
+              for r in regs]
     matches = matching.second_degree(probes, ring=ring, now=at)
     hits = _create_hits(actor, matches, {r.id: r for r in regs}, at=at)
     if hits:
@@ -555,10 +678,14 @@ def second_degree_check(*, registration_ids: Sequence[int], actor: Actor | None 
 
 
 def second_degree_for_entities(*, entity_ids: Sequence[int]) -> list[Hit]:
-    """The same, for every live registration of these entities (after their links changed)."""
-    ids = list(db.session.scalars(select(TargetRegistration.id).where(
-        TargetRegistration.entity_id.in_(list(entity_ids)),
-        TargetRegistration.expires_at > now())))
+    """The same, for every live registration of these entities (after their links
+    changed), and of the entities merged into them (registrations keep naming those)."""
+    named = sorted({a for absorbed in matching.absorbed_into(entity_ids).values()
+                    for a in absorbed})
+    ids: list[int] = []
+    for chunk in matching._chunks(named):
+        ids += db.session.scalars(select(TargetRegistration.id).where(
+            TargetRegistration.entity_id.in_(chunk), TargetRegistration.expires_at > now()))
     return second_degree_check(registration_ids=ids) if ids else []
 
 
@@ -648,8 +775,10 @@ def own_identifier_display(reg_id: int | None) -> str | None:
     from taskforce.graph.models import Identifier as GraphIdentifier
 
     ring = blind.keyring()
+    # a merge moved the identifiers of the entity the registration names to the kept one
+    entity_id = matching.resolve_merged([reg.entity_id])[reg.entity_id]
     for ident in db.session.scalars(select(GraphIdentifier).where(
-            GraphIdentifier.entity_id == reg.entity_id, GraphIdentifier.kind == reg.kind)):
+            GraphIdentifier.entity_id == entity_id, GraphIdentifier.kind == reg.kind)):
         if ring.value_key(ident.kind, ident.value) == reg.value_key:
             return ident.display or ident.value
     return None
@@ -860,6 +989,9 @@ def purge_expired(*, actor: Actor | None = None, batch: int = 5000) -> int:
         total += len(ids)
         if len(ids) < batch:
             break
+    # values sharing a key64 in one case: close the slots the deletes freed, in the same
+    # transaction (a slot-0 insert must collide with any value still there: bulk.py)
+    bulk.renumber_slots(db.session.connection())
     audit.record(actor=actor, action="deconfliction.purge", object_type="registration",
                  details={"purged": total})
     db.session.commit()

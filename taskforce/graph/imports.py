@@ -95,7 +95,6 @@ BAD_ROWS_KEPT = 1000  # the report keeps the first this many; the count is of al
 PROGRESS_SECONDS = 0.5  # how often the live status is written while parsing
 LOOKUP_CHUNK = 500  # values per IN (...) query
 WRITE_CHUNK = 5000  # rows per INSERT executemany
-REGISTER_CHUNK = 5000  # identifiers per deconfliction.register call (its maximum)
 SPOOL_MEMORY = 8 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
 NAME_MAX = 120
@@ -897,15 +896,10 @@ def _register(actor: Actor, case: Case, parsed: Parsed,
 
     found = [idents.Identifier(k[0], k[1], parsed.ends[k][2]) for k in parsed.ends
              if not k[0].startswith("name:")]
-    for chunk in _chunks(found, REGISTER_CHUNK):
-        result = deconfliction.register(actor=actor, case_id=case.id, identifiers=chunk,
-                                        commit=False)
-        # register keeps its input order (duplicates were removed here already), so each
-        # registration is the entity's that carries that identifier
-        for ident, reg in zip(chunk, result.registrations, strict=True):
-            if reg.entity_id is None:
-                reg.entity_id = entity_of[ident.key]
-    db.session.flush()
+    # the bulk path (COPY on PostgreSQL), each identifier with its entity; the
+    # second-degree check of these entities goes out after the commit (_after_commit)
+    deconfliction.register_many(actor=actor, case_id=case.id, identifiers=found,
+                                entity_ids=entity_of, commit=False, second_degree=False)
 
 
 def _after_commit(entity_ids: list[int]) -> None:

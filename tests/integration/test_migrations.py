@@ -142,6 +142,33 @@ def test_upgrade_moves_an_entity_s_facts_to_the_case_that_entered_it(bare_app, d
     assert not {"label", "props"} & columns
 
 
+def test_upgrade_gives_registrations_their_64_bit_keys(bare_app, db_backend):
+    """The target index seeks key64 since dadf87b16cff: registrations made before it get
+    the key the service computes (plain and blind), and the exact check finds them."""
+    from taskforce.deconfliction import blind
+
+    upgrade(revision="ee51c41518c7")
+    tag = blind.Keyring(True, b"k" * 32).value_key("phone", "+13125550101")
+    rows = [(1, "phone", "+13125550101", "plain"), (2, "email", "x@example.com", "plain"),
+            (3, "phone", tag, "hmac1:abcd")]
+    with db.engine.begin() as conn:
+        if db_backend == "postgresql":  # rows without their users and cases: FKs off here
+            conn.execute(sa.text("SET session_replication_role = replica"))
+        for rid, kind, value_key, scheme in rows:
+            conn.execute(sa.text(
+                "INSERT INTO target_registrations (id, kind, value_key, scheme, agency_id, "
+                "case_id, poc_name, poc_phone, poc_email, registered_at, expires_at) VALUES "
+                "(:id, :kind, :vk, :scheme, 1, 4, 'Det. Ruiz', '', '', :t, :t)"),
+                {"id": rid, "kind": kind, "vk": value_key, "scheme": scheme,
+                 "t": "2026-01-01 00:00:00+00:00"})
+    upgrade()
+    with db.engine.connect() as conn:
+        got = {r.id: (r.key64, r.key_slot) for r in conn.execute(sa.text(
+            "SELECT id, key64, key_slot FROM target_registrations"))}
+    for rid, kind, value_key, scheme in rows:
+        assert got[rid] == (blind.key64(kind, value_key, scheme != "plain"), 0), rid
+
+
 def test_upgrade_gives_unique_constraints_their_model_column_order(bare_app, db_backend):
     """Autogenerate does not see a reordered unique constraint, yet the order decides
     which lookups its index serves (the exact deconfliction check seeks kind, value_key)."""

@@ -726,25 +726,16 @@ def accept_transfer(*, actor: Actor, transfer_id: Any, place: Any = None,
     place = errors.text("place", place, max_len=PLACE_MAX) or request.place
     note = errors.text("note", note, max_len=REASON_MAX)
     errors.raise_if_any()
-    giver, receiver = request.from_user, request.to_user
     at = now()
     event = ledger.append(
         db.session, item, kind="TRANSFERRED", at=at, place=place, reason=request.reason,
-        details={"transfer_id": request.id,
-                 "from_user_id": giver.id if giver else None,
-                 "from_username": giver.username if giver else None,
-                 "from_name": giver.full_name if giver else None,
-                 "to_user_id": receiver.id, "to_username": receiver.username,
-                 "to_name": receiver.full_name,
-                 "requested_by": request.requested_by.username if request.requested_by else None,
-                 "requested_at": request.requested_at.isoformat(),
-                 "accepted_note": note or None}, **_who(actor))
-    item.custodian_id = receiver.id
+        details={**_offer_details(request), "accepted_note": note or None}, **_who(actor))
+    item.custodian_id = request.to_user.id
     request.status, request.decided_at, request.decision_note = "accepted", at, note or None
     audit.record(actor=actor, action="evidence.transfer_accept", object_type="evidence_item",
                  object_id=item.id, case_id=case.id,
                  details={"number": item.number, "transfer_id": request.id,
-                          "from": request.from_user_id, "to": receiver.id,
+                          "from": request.from_user_id, "to": request.to_user_id,
                           "custody_hash": event.hash})
     _commit("Another change to this item got there first; try again.")
     return event

@@ -7,7 +7,6 @@ it holds; and Neo4j failing in the middle of a drain loses nothing.
 from __future__ import annotations
 
 import io
-from datetime import date
 
 import pytest
 from sqlalchemy import event, select
@@ -21,6 +20,7 @@ from tests.factories_graph import (
     closed_bolt_uri,
     make_team,
     pending_outbox,
+    years_ago,
 )
 from tests.factories_investigations import make_case, person
 
@@ -45,11 +45,6 @@ def _clean(clean_graph):
 @pytest.fixture()
 def team(app):
     return make_team()
-
-
-def _dob(years: int) -> str:
-    today = date.today()
-    return date(today.year - years, today.month, min(today.day, 28)).isoformat()
 
 
 def _neo4j_down(app) -> str:
@@ -85,7 +80,7 @@ def _mixed_outbox(app, team) -> dict[str, int]:
     assert pending_outbox() == []  # this much is in the graph already
 
     real_uri = _neo4j_down(app)
-    girl = add_person(lead, cid, "Ana Ruiz", dob=_dob(16), role="victim")
+    girl = add_person(lead, cid, "Ana Ruiz", dob=years_ago(16), role="victim")
     burner = add_phone(lead, cid, "312-555-0177")
     service.add_link(**kw, source_id=girl.id, target_id=burner.id, type="USES")
     called = None

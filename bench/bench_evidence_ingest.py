@@ -35,6 +35,9 @@ the sum over 2. The load average is recorded before and after.
 
 Each run of ours changes the file's first bytes, so every upload is new
 content (a repeat of the same bytes would be deduplicated: nothing written).
+Before every timed run the disk is synced (outside the clock) and each round
+starts with a different way: a 1 GiB upload leaves seconds of writeback in the
+page cache, which otherwise slows whichever way comes next.
 Writes bench/results/evidence_ingest[_<size>].json.
 """
 from __future__ import annotations
@@ -195,6 +198,15 @@ def upload_ours(port: int, token: str, case_id: int, path: Path,
     return seconds, payload
 
 
+def settle() -> None:
+    """Before each timed run, outside the clock: the disk writes back what the runs
+    before left dirty, so no way pays for the one before it (the page cache of a 1 GiB
+    upload takes seconds to reach the disk; left alone, the next way's upload waits
+    on it)."""
+    os.sync()
+    time.sleep(1)
+
+
 def hash_file(path: Path) -> tuple[str, str]:
     sha, md5 = hashlib.sha256(), hashlib.md5()
     with open(path, "rb") as f:
@@ -255,40 +267,51 @@ def main() -> int:
                                                                "baseline", "naive")}
         print(f"app pid {app_proc.pid}, S3 server pid {s3.pid}", file=sys.stderr)
         load_before = loadavg()
-        for run in range(args.runs):
+        def run_ours(run: int) -> None:
             renew(data)
             with cpu["ours"]:
                 seconds, item = upload_ours(port, app["token"], app["case_id"], data)
             ours.append(seconds)
-            print(f"ours     run {run + 1}: {seconds:6.2f} s  {size / seconds / 1e6:7.1f} MB/s",
-                  file=sys.stderr)
+            report("ours", run, seconds)
             if run == 0:
                 expected = hash_file(data)
                 assert (item["sha256"], item["md5"]) == expected, "recorded hashes differ"
 
+        def run_ours_client_hash(run: int) -> None:
             renew(data)
             known = hash_file(data)[0]  # the client's own hash, before the clock starts
+            settle()
             with cpu["ours_client_hash"]:
                 seconds, item = upload_ours(port, app["token"], app["case_id"], data, known)
             assert item["sha256"] == known
             ours_hash.append(seconds)
-            print(f"ours+sha run {run + 1}: {seconds:6.2f} s  {size / seconds / 1e6:7.1f} MB/s",
-                  file=sys.stderr)
+            report("ours+sha", run, seconds)
 
+        def run_baseline(run: int) -> None:
             with cpu["baseline"]:
                 t0 = time.perf_counter()
                 client.fput_object(s3.bucket, f"bench/raw-{run}", str(data), part_size=PART)
                 raw.append(time.perf_counter() - t0)
-            print(f"raw      run {run + 1}: {raw[-1]:6.2f} s  {size / raw[-1] / 1e6:7.1f} MB/s",
-                  file=sys.stderr)
+            report("raw", run, raw[-1])
 
+        def run_naive(run: int) -> None:
             with cpu["naive"]:
                 t0 = time.perf_counter()
                 hash_file(data)
                 client.fput_object(s3.bucket, f"bench/naive-{run}", str(data), part_size=PART)
                 naive.append(time.perf_counter() - t0)
-            print(f"naive    run {run + 1}: {naive[-1]:6.2f} s  {size / naive[-1] / 1e6:7.1f} MB/s",
+            report("naive", run, naive[-1])
+
+        def report(way: str, run: int, seconds: float) -> None:
+            print(f"{way:<8} run {run + 1}: {seconds:6.2f} s  {size / seconds / 1e6:7.1f} MB/s",
                   file=sys.stderr)
+
+        ways = [run_ours, run_ours_client_hash, run_baseline, run_naive]
+        for run in range(args.runs):
+            # each run starts a way further along, so no way always follows the same one
+            for way in ways[run % len(ways):] + ways[:run % len(ways)]:
+                settle()
+                way(run)
         rss = peak_rss_mb(app_proc.pid)
         load_after = loadavg()
     finally:

@@ -65,7 +65,7 @@ from typing import Any
 
 import jellyfish
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from taskforce.deconfliction.blind import Keyring
 from taskforce.deconfliction.models import PersonBlock, TargetRegistration
@@ -231,6 +231,22 @@ def _live(ring: Keyring, now: datetime):
     return (TargetRegistration.scheme == ring.scheme, TargetRegistration.expires_at > now)
 
 
+# The lookups every check makes, built once with bind parameters: building and
+# coercing a statement per call took more of a check than PostgreSQL's work.
+_LIVE = (TargetRegistration.scheme == bindparam("scheme"),
+         TargetRegistration.expires_at > bindparam("now"))
+_OTHER_CASES = TargetRegistration.case_id != bindparam("case_id")
+_BY_KEY64 = select(TargetRegistration).where(
+    TargetRegistration.key64.in_(bindparam("keys", expanding=True)), *_LIVE)
+_BY_KEY64_OTHER_CASES = _BY_KEY64.where(_OTHER_CASES)
+_IN_BLOCKS = (select(PersonBlock.block_key, TargetRegistration)
+              .join(TargetRegistration, PersonBlock.registration_id == TargetRegistration.id)
+              .where(PersonBlock.block_key.in_(bindparam("blocks", expanding=True)),
+                     TargetRegistration.kind == "person", *_LIVE)
+              .limit(CANDIDATE_CAP * 4))
+_IN_BLOCKS_OTHER_CASES = _IN_BLOCKS.where(_OTHER_CASES)
+
+
 def _chunks(items: Sequence[Any], size: int = LOOKUP_CHUNK) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i:i + size]
@@ -258,12 +274,10 @@ def registrations_by_key64(key64s: Sequence[int], *, ring: Keyring, now: datetim
     """Live registrations of the current scheme holding these key64s (any value:
     the caller compares the full key)."""
     out: list[TargetRegistration] = []
+    query = _BY_KEY64 if exclude_case_id is None else _BY_KEY64_OTHER_CASES
     for chunk in _chunks(list(key64s)):
-        query = select(TargetRegistration).where(
-            TargetRegistration.key64.in_(chunk), *_live(ring, now))
-        if exclude_case_id is not None:
-            query = query.where(TargetRegistration.case_id != exclude_case_id)
-        out.extend(db.session.scalars(query))
+        out.extend(db.session.scalars(query, {"keys": chunk, "scheme": ring.scheme, "now": now,
+                                              "case_id": exclude_case_id}))
     return out
 
 
@@ -274,15 +288,11 @@ def possible_matches(probes: Sequence[Probe], *, ring: Keyring, now: datetime,
     for p in probes:
         if p.person is None or not p.person.query_keys:
             continue
-        query = (select(PersonBlock.block_key, TargetRegistration)
-                 .join(TargetRegistration, PersonBlock.registration_id == TargetRegistration.id)
-                 .where(PersonBlock.block_key.in_(list(p.person.query_keys)),
-                        TargetRegistration.kind == "person", *_live(ring, now))
-                 .limit(CANDIDATE_CAP * 4))
-        if exclude_case_id is not None:
-            query = query.where(TargetRegistration.case_id != exclude_case_id)
+        query = _IN_BLOCKS if exclude_case_id is None else _IN_BLOCKS_OTHER_CASES
         candidates: dict[int, tuple[TargetRegistration, int]] = {}
-        for block_key, other in db.session.execute(query):
+        for block_key, other in db.session.execute(query, {
+                "blocks": list(p.person.query_keys), "scheme": ring.scheme, "now": now,
+                "case_id": exclude_case_id}):
             if other.value_key == p.value_key:
                 continue  # the same person exactly: an exact match, found there
             offset = abs(p.person.query_keys[block_key] - p.person.dob.year)

@@ -12,23 +12,16 @@ import pytest
 
 from taskforce.evidence import storage
 from taskforce.evidence.storage import S3Store, UploadInterrupted
+from tests.unit.test_evidence_storage import Trickle
 
 pytestmark = pytest.mark.integration
 
 PART = 5 * 1024 * 1024  # the smallest S3 part: more parts for the same bytes
 
 
-class ReadOnly(io.RawIOBase):
+def ReadOnly(data: bytes) -> Trickle:  # named as the stream class it stands for
     """Only read(), and short reads, as a socket without readinto would give."""
-
-    def __init__(self, data: bytes, step: int = 700_001):
-        self.data, self.pos, self.step = data, 0, step
-
-    def read(self, n: int = -1) -> bytes:
-        n = min(self.step, n if n and n > 0 else self.step)
-        out = self.data[self.pos:self.pos + n]
-        self.pos += len(out)
-        return out
+    return Trickle(data, step=700_001)
 
 
 @pytest.fixture()

@@ -27,6 +27,10 @@ started by scripts/services.py, bucket with object lock):
             (`ratio_vs_naive`).
 * sha256sum the coreutils tool's speed on the file, for reference.
 
+Each way is timed twice: until the store answers (`seconds`, `ratio`), and until
+what it wrote is on the disk (`durable_seconds`, `ratio_durable`: os.sync after the
+answer; MinIO syncs before it answers, versitygw does not).
+
 Besides the wall time, each way's CPU seconds are read from /proc for the
 app, the S3 server and this process (the minio client of the baselines):
 on a shared machine the wall time swings with the load, the CPU spent much
@@ -35,14 +39,16 @@ the sum over 2. The load average is recorded before and after.
 
 Each run of ours changes the file's first bytes, so every upload is new
 content (a repeat of the same bytes would be deduplicated: nothing written).
-Before every timed run the disk is synced (outside the clock) and each round
-starts with a different way: a 1 GiB upload leaves seconds of writeback in the
-page cache, which otherwise slows whichever way comes next.
+Before every timed run (outside the clock) what the store holds is synced and
+evicted from the page cache, and each round starts with a different way: a 1 GiB
+upload leaves seconds of writeback and a GiB of cache behind, which otherwise
+slows whichever way comes next.
 Writes bench/results/evidence_ingest[_<size>].json.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import http.client
 import json
@@ -55,6 +61,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Self
@@ -178,32 +185,40 @@ def renew(path: Path) -> None:
 
 
 def upload_ours(port: int, token: str, case_id: int, path: Path,
-                sha256: str | None = None) -> tuple[float, dict]:
+                sha256: str | None = None) -> dict:
     size = path.stat().st_size
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3600, blocksize=1 << 20)
     headers = {"Authorization": f"Bearer {token}", "Content-Length": str(size),
                "Content-Type": "application/octet-stream", "Accept": "application/json"}
     if sha256:
         headers["X-Content-SHA256"] = sha256
-    t0 = time.perf_counter()
     with open(path, "rb") as body:
         conn.request("POST", f"/api/v1/cases/{case_id}/evidence?description=bench&filename="
                      f"{path.name}", body=body, headers=headers)
         resp = conn.getresponse()
         payload = json.loads(resp.read() or b"{}")
-    seconds = time.perf_counter() - t0
     conn.close()
     if resp.status != 201:
         raise SystemExit(f"upload refused: {resp.status} {payload}")
-    return seconds, payload
+    return payload
 
 
-def settle() -> None:
-    """Before each timed run, outside the clock: the disk writes back what the runs
-    before left dirty, so no way pays for the one before it (the page cache of a 1 GiB
-    upload takes seconds to reach the disk; left alone, the next way's upload waits
-    on it)."""
+def settle(store: Path) -> None:
+    """Before each timed run, outside the clock, every way starts from the same state:
+    what the runs before wrote to the store is on the disk (synced) and out of the
+    page cache (evicted), so no way pays for the writeback or the memory of the one
+    before it (left alone, one 1 GiB run took from 2.8 to 5.6 s depending on what ran
+    before it). The input file stays cached for all."""
     os.sync()
+    for path in store.rglob("*"):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:  # a folder, or gone meanwhile
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
     time.sleep(1)
 
 
@@ -262,17 +277,34 @@ def main() -> int:
         rss_at_start = peak_rss_mb(app_proc.pid)
 
         client = s3.client()
-        ours, ours_hash, raw, naive = [], [], [], []
-        cpu = {way: CpuMeter(app_proc.pid, s3.pid) for way in ("ours", "ours_client_hash",
-                                                               "baseline", "naive")}
+        ways = ("ours", "ours_client_hash", "baseline", "naive")
+        acked: dict[str, list[float]] = {way: [] for way in ways}
+        durable: dict[str, list[float]] = {way: [] for way in ways}
+        cpu = {way: CpuMeter(app_proc.pid, s3.pid) for way in ways}
         print(f"app pid {app_proc.pid}, S3 server pid {s3.pid}", file=sys.stderr)
         load_before = loadavg()
+
+        @contextlib.contextmanager
+        def clock(way: str, run: int) -> Iterator[None]:
+            """Two times: until the store answers, and until what it wrote is on the
+            disk (os.sync after the answer: MinIO syncs before it answers, versitygw
+            does not, and evidence is not stored until it is on the disk)."""
+            with cpu[way]:
+                t0 = time.perf_counter()
+                yield
+                answered = time.perf_counter() - t0
+            os.sync()
+            synced = time.perf_counter() - t0
+            acked[way].append(answered)
+            durable[way].append(synced)
+            print(f"{way:<16} run {run + 1}: {answered:6.2f} s answered, {synced:6.2f} s on disk "
+                  f"({size / synced / 1e6:6.1f} MB/s)", file=sys.stderr)
+
         def run_ours(run: int) -> None:
             renew(data)
-            with cpu["ours"]:
-                seconds, item = upload_ours(port, app["token"], app["case_id"], data)
-            ours.append(seconds)
-            report("ours", run, seconds)
+            settle(s3.workdir)
+            with clock("ours", run):
+                item = upload_ours(port, app["token"], app["case_id"], data)
             if run == 0:
                 expected = hash_file(data)
                 assert (item["sha256"], item["md5"]) == expected, "recorded hashes differ"
@@ -280,37 +312,26 @@ def main() -> int:
         def run_ours_client_hash(run: int) -> None:
             renew(data)
             known = hash_file(data)[0]  # the client's own hash, before the clock starts
-            settle()
-            with cpu["ours_client_hash"]:
-                seconds, item = upload_ours(port, app["token"], app["case_id"], data, known)
+            settle(s3.workdir)
+            with clock("ours_client_hash", run):
+                item = upload_ours(port, app["token"], app["case_id"], data, known)
             assert item["sha256"] == known
-            ours_hash.append(seconds)
-            report("ours+sha", run, seconds)
 
         def run_baseline(run: int) -> None:
-            with cpu["baseline"]:
-                t0 = time.perf_counter()
+            settle(s3.workdir)
+            with clock("baseline", run):
                 client.fput_object(s3.bucket, f"bench/raw-{run}", str(data), part_size=PART)
-                raw.append(time.perf_counter() - t0)
-            report("raw", run, raw[-1])
 
         def run_naive(run: int) -> None:
-            with cpu["naive"]:
-                t0 = time.perf_counter()
+            settle(s3.workdir)
+            with clock("naive", run):
                 hash_file(data)
                 client.fput_object(s3.bucket, f"bench/naive-{run}", str(data), part_size=PART)
-                naive.append(time.perf_counter() - t0)
-            report("naive", run, naive[-1])
 
-        def report(way: str, run: int, seconds: float) -> None:
-            print(f"{way:<8} run {run + 1}: {seconds:6.2f} s  {size / seconds / 1e6:7.1f} MB/s",
-                  file=sys.stderr)
-
-        ways = [run_ours, run_ours_client_hash, run_baseline, run_naive]
+        order = [run_ours, run_ours_client_hash, run_baseline, run_naive]
         for run in range(args.runs):
             # each run starts a way further along, so no way always follows the same one
-            for way in ways[run % len(ways):] + ways[:run % len(ways)]:
-                settle()
+            for way in order[run % len(order):] + order[:run % len(order)]:
                 way(run)
         rss = peak_rss_mb(app_proc.pid)
         load_after = loadavg()
@@ -322,41 +343,54 @@ def main() -> int:
         if not args.workdir:
             shutil.rmtree(base, ignore_errors=True)
 
-    def rate(seconds: list[float], way: str) -> dict:
-        p50 = statistics.median(seconds)
-        return {"seconds_p50": round(p50, 3), "seconds": [round(s, 3) for s in seconds],
+    def rate(way: str) -> dict:
+        p50, on_disk = statistics.median(acked[way]), statistics.median(durable[way])
+        return {"seconds_p50": round(p50, 3), "seconds": [round(x, 3) for x in acked[way]],
                 "per_s": round(size / p50), "mb_per_s": round(size / p50 / 1e6, 1),
+                "durable_seconds_p50": round(on_disk, 3),
+                "durable_seconds": [round(x, 3) for x in durable[way]],
+                "durable_mb_per_s": round(size / on_disk / 1e6, 1),
                 "cpu_seconds_p50": cpu[way].summary()}
 
-    result = {
+    def ratio(way: str, over: str = "ours", key: str = "seconds_p50") -> float:
+        return round(result[way][key] / result[over][key], 3)
+
+    result: dict = {
         "bench": "evidence_ingest",
         "n": args.runs,
         "size_bytes": size,
-        "ours": {**rate(ours, "ours"), "peak_rss_mb": round(rss, 1),
+        "ours": {**rate("ours"), "peak_rss_mb": round(rss, 1),
                  "rss_at_start_mb": round(rss_at_start, 1),
                  "rss_growth_mb": round(rss - rss_at_start, 1),  # what the uploads added
                  "what": "HTTP API raw body -> S3 multipart to a blob key + locked pointer "
                          "under the content key (no copy), SHA-256+MD5 in the same pass, "
                          "record committed"},
-        "ours_client_hash": {**rate(ours_hash, "ours_client_hash"),
+        "ours_client_hash": {**rate("ours_client_hash"),
                              "what": "the same with X-Content-SHA256: multipart straight to "
                                      "the content key, completed once the hash matches"},
-        "baseline": {**rate(raw, "baseline"), "what": "minio fput_object, same file, same bucket, "
-                                          f"part size {PART}"},
-        "naive": {**rate(naive, "naive"), "what": "hashlib SHA-256+MD5 over the file, then fput_object"},
+        "baseline": {**rate("baseline"), "what": "minio fput_object, same file, same bucket, "
+                                                 f"part size {PART}"},
+        "naive": {**rate("naive"), "what": "hashlib SHA-256+MD5 over the file, then fput_object"},
         "sha256sum": {"seconds": round(sha256sum_s, 3),
                       "mb_per_s": round(size / sha256sum_s / 1e6, 1)},
-        "ratio": round(statistics.median(raw) / statistics.median(ours), 3),
-        "ratio_vs_naive": round(statistics.median(naive) / statistics.median(ours), 3),
-        "ratio_client_hash": round(statistics.median(raw) / statistics.median(ours_hash), 3),
-        # CPU of all three processes, baseline over ours: what a quiet 2-core machine's
-        # wall-time ratio tends to when the upload is well overlapped
+    }
+    # greater is better: baseline (or naive) time over ours. "durable": until on the disk
+    result.update({
+        "ratio": ratio("baseline"),
+        "ratio_durable": ratio("baseline", key="durable_seconds_p50"),
+        "ratio_vs_naive": ratio("naive"),
+        "ratio_vs_naive_durable": ratio("naive", key="durable_seconds_p50"),
+        "ratio_client_hash": ratio("baseline", "ours_client_hash"),
+        "ratio_client_hash_durable": ratio("baseline", "ours_client_hash",
+                                           key="durable_seconds_p50"),
+        # CPU of all three processes, baseline over ours: what a 2-core machine's wall-time
+        # ratio tends to when neither the disk nor anything else waits
         "cpu_ratio": round(cpu["baseline"].summary()["total"]
                            / cpu["ours"].summary()["total"], 3),
         "loadavg_before": load_before, "loadavg_after": load_after,
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
                     "when": datetime.now(UTC).isoformat(timespec="seconds")},
-    }
+    })
     suffix = "" if size == 1024**3 else f"_{args.size.lower()}"
     out = Path(args.out) if args.out else \
         REPO / "bench" / "results" / f"evidence_ingest{suffix}.json"

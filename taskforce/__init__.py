@@ -80,6 +80,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
     evidence.init_app(app)
     deconfliction.init_app(app)
     victims.init_app(app)
+    mail.init_app(app)
     health.init_app(app)
     cli.init_app(app)
     return app

@@ -8,8 +8,8 @@ deconfliction` commands and the daily purge of expired registrations.
 
 Operations (event deconfliction, operations.py and geo.py) make hits of kind
 "operation" in the same workflow and notify through the same `Notification` and
-after-commit mail dispatch (service._notify/_dispatch). Survivor alerts can do
-the same with a new notification `kind`.
+the mail outbox (service._notify, mail.queue in the hits' transaction). Survivor
+alerts can do the same with a new notification `kind`.
 """
 from __future__ import annotations
 

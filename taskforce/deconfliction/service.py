@@ -32,8 +32,10 @@ Hits
 Notifications
     On a new hit both points of contact (when they are users) and every active
     coordinator get an in-app Notification, in the hit's own transaction, and one
-    email per address after the commit, through mail.deliver. The email holds only
-    the deconfliction number(s) and a link: no identifier, agency or case.
+    email per address for all the hits of that commit, queued in the mail outbox in
+    the same transaction (mail.queue, from a before_commit hook) and sent after the
+    commit. The email holds only the deconfliction number(s) and a link: no
+    identifier, agency or case.
 
 Expiry
     A registration lives DECONFLICTION_TTL_DAYS (default 730, two years) from its
@@ -622,6 +624,23 @@ def _pending(session: Session) -> dict[str, Any]:
     return session.info.setdefault(_PENDING, {})
 
 
+@event.listens_for(Session, "before_commit")
+def _before_commit(session: Session) -> None:
+    """The hit notices into the mail outbox, in the hits' own transaction: one email per
+    address for every hit of the commit, existing if and only if the hits commit."""
+    if session.in_nested_transaction():  # a savepoint: the outer commit queues them
+        return
+    pending = session.info.get(_PENDING)
+    mails = pending.pop("mails", None) if pending else None
+    if not mails:
+        return
+    from taskforce import mail
+
+    for email, items in sorted(mails.items()):
+        subject, body = hit_email(items)
+        mail.queue([email], subject, body, about="deconfliction_hit")
+
+
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     pending = session.info.pop(_PENDING, None)
@@ -635,17 +654,10 @@ def _after_rollback(session: Session) -> None:
 
 
 def _dispatch(pending: dict[str, Any]) -> None:
-    """Mail and the second-degree check, after the commit. Never raises: what is
-    committed stays committed (mail.deliver retries on its own with a broker)."""
-    from taskforce import mail
+    """The second-degree check, after the commit (the mail is in the outbox, committed
+    with the hits). Never raises: what is committed stays committed."""
     from taskforce.deconfliction import tasks
 
-    for email, items in sorted((pending.get("mails") or {}).items()):
-        subject, body = hit_email(items)
-        try:
-            mail.deliver.delay([email], subject, body)
-        except Exception:
-            log.exception("deconfliction: could not send the hit notice to %s", email)
     reg_ids = sorted(set(pending.get("second_degree") or []))
     if reg_ids:
         try:

@@ -1403,8 +1403,9 @@ def record_sweep_checks(*, actor: Actor, results: list[tuple[int, str | None, in
     Each item gets VERIFIED with both hashes. On a mismatch or missing bytes an
     IntegrityAlert goes to the case lead and the lead agency's supervisors (once per
     distinct finding) and the failure has an audit record of its own; the intact
-    items of the batch share one audit record naming them all. One transaction;
-    the emails go after the commit and hold no identifiers."""
+    items of the batch share one audit record naming them all. One transaction, the
+    emails included (queued in the mail outbox, sent after the commit); they hold
+    no identifiers."""
     from taskforce.evidence.models import IntegrityAlert
 
     done: list[tuple[int, str, bool, str | None, list[IntegrityAlert]]] = []
@@ -1467,9 +1468,9 @@ def record_sweep_checks(*, actor: Actor, results: list[tuple[int, str | None, in
                          alerted=[a.id for a in raised])
               for item_id, number, ok, problem, raised in done]
     users = [a.user for a in alerts]
-    _commit("Another change to these items got there first; the next sweep checks them.")
     if users:
         _send_integrity_notices(users)
+    _commit("Another change to these items got there first; the next sweep checks them.")
     return checks
 
 
@@ -1487,9 +1488,8 @@ def _integrity_recipients(case: Case) -> list[User]:
 
 
 def _send_integrity_notices(users: list[User]) -> None:
-    """One email per person, no case, item, hash or name in it: sign in to see."""
-    import logging
-
+    """One email per person, no case, item, hash or name in it: sign in to see. Queued
+    in the alerts' transaction (mail.queue): it exists if and only if they commit."""
     from taskforce import mail
 
     base = (current_app.config.get("BASE_URL") or "http://localhost:5000").rstrip("/")
@@ -1498,11 +1498,7 @@ def _send_integrity_notices(users: list[User]) -> None:
             f"Sign in to see it: {base}/evidence/alerts\n\n"
             "This message holds no case or evidence details, by design.\n")
     for address in sorted({u.email.lower() for u in users if u.email}):
-        try:
-            mail.deliver.delay([address], "Evidence integrity alert", body)
-        except Exception:  # the alert stands in the app whatever the mail does
-            logging.getLogger(__name__).exception("evidence: integrity notice to %s failed",
-                                                  address)
+        mail.queue([address], "Evidence integrity alert", body, about="integrity_alert")
 
 
 def integrity_alerts(*, actor: Actor, unread_only: bool = False) -> list[Any]:

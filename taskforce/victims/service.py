@@ -369,7 +369,7 @@ def _evaluate(ce_ids: list[int], link_ids: list[int], entity_ids: list[int],
     recipients = _specialists({a.agency_id for a in created})
     for alert in created:
         if recipients.get(alert.agency_id):
-            alert.emailed_at = at  # the notice is queued right after this commit
+            alert.emailed_at = at  # the notice is queued in this transaction (below)
         # No name, no identifier: the audit trail says what was alerted to whom, and why.
         audit.record(actor=SYSTEM, action="survivor_alert.raise", object_type="survivor_alert",
                      object_id=alert.id, case_id=alert.case_id,
@@ -377,8 +377,8 @@ def _evaluate(ce_ids: list[int], link_ids: list[int], entity_ids: list[int],
                               "agency_id": alert.agency_id, "entity_id": alert.entity_id,
                               "link_id": alert.link_id,
                               "recipients": len(recipients.get(alert.agency_id, []))})
-    db.session.commit()
     _send_notices(created, recipients)
+    db.session.commit()  # the alerts and their notices, or neither; the notices leave now
     return created
 
 
@@ -418,12 +418,13 @@ def alert_email(items: Sequence[tuple[str, int]]) -> tuple[str, str]:
 
 
 def _send_notices(alerts: Sequence[SurvivorAlert], recipients: dict[int, list[User]]) -> None:
-    """One email per specialist (never a shared list), after the commit.
+    """One email per specialist (never a shared list), queued in the mail outbox in the
+    alerts' own transaction: it exists if and only if they commit.
 
-    Sent from this job at once: a second trip through the queue would wait behind
-    whatever else the same commit queued (the graph drain, imports), and the alert is
-    due within seconds. If the relay refuses, mail.deliver takes the message over and
-    retries with backoff. Never raises: the alerts stand in the app whatever the mail does.
+    Sent by this job at once after the commit (`now=True`): a second trip through the
+    queue would wait behind whatever else the same commit queued (the graph drain,
+    imports), and the alert is due within seconds. A relay that refuses leaves the
+    notice in the outbox, which retries it with backoff (mail's sweep).
     """
     from taskforce import mail
 
@@ -434,16 +435,7 @@ def _send_notices(alerts: Sequence[SurvivorAlert], recipients: dict[int, list[Us
                 per_address[user.email.lower()].append((alert.number, alert.id))
     for address, items in sorted(per_address.items()):
         subject, body = alert_email(items)
-        try:
-            mail.send_mail(to=[address], subject=subject, body=body)
-            continue
-        except Exception:  # any relay trouble: hand it to the retrying job
-            log.warning("victims: alert notice to %s not sent at once; queued for retry",
-                        address, exc_info=True)
-        try:
-            mail.deliver.delay([address], subject, body)
-        except Exception:
-            log.exception("victims: could not send the alert notice to %s", address)
+        mail.queue([address], subject, body, about="survivor_alert", now=True)
 
 
 # --------------------------------------------------------------------------- checks owed

@@ -2,6 +2,7 @@
 through the real SMTP server, and a job runs in a real worker."""
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -48,16 +49,30 @@ def test_notification_mail_reaches_the_smtp_server(wired_app, smtp_service):
     assert marker in msg.get_content()
 
 
-def test_mail_job_runs_in_the_real_worker(celery_worker, smtp_service, app_environ):
-    """The worker (its own process, its own app) sends the mail the web app queued."""
-    environ = dict(app_environ)
-    environ.update(celery_worker.environ)
-    app = create_app(environ=environ)
-    with app.app_context():
-        from taskforce.mail import deliver
+def test_mail_job_runs_in_the_real_worker(celery_worker, smtp_service, tmp_path):
+    """The worker (its own process, its own app) sends the mail the web app queued in
+    the outbox and committed (the app and the worker share the database)."""
+    from sqlalchemy import select
 
+    from taskforce import mail
+    from taskforce.mail.models import OutgoingMail
+
+    environ = {**celery_worker.environ, "TASKFORCE_INSTANCE": str(tmp_path / "instance")}
+    app = create_app(environ=environ)
+    assert not app.extensions["celery"].conf.task_always_eager
+    with app.app_context():
+        db.create_all()
         marker = uuid.uuid4().hex
-        result = deliver.delay(["coordinator@example.org"], f"Hit {marker[:8]}", "A new hit.")
-        result.get(timeout=30)
-    [msg] = services.read_mail(smtp_service, match=lambda m: marker[:8] in m["Subject"])
-    assert msg["To"] == "coordinator@example.org"
+        (row,) = mail.queue(["Coordinator@example.org"], f"Hit {marker[:8]}", "A new hit.",
+                            about="deconfliction_hit")
+        db.session.commit()  # the hook hands the row's id to the worker
+        [msg] = services.read_mail(smtp_service, match=lambda m: marker[:8] in m["Subject"],
+                                   timeout=30)
+        assert msg["To"] == "coordinator@example.org"
+        deadline = time.monotonic() + 10  # the worker marks it sent just after the relay took it
+        while db.session.scalar(select(OutgoingMail.sent_at).where(OutgoingMail.id == row.id)) \
+                is None and time.monotonic() < deadline:
+            db.session.rollback()
+            time.sleep(0.1)
+        assert db.session.get(OutgoingMail, row.id).sent_at is not None
+        db.session.remove()

@@ -36,10 +36,11 @@ def world(app):
 
 @pytest.fixture()
 def mails(monkeypatch):
-    from taskforce import mail
+    """What reaches the relay (send_mail patched: none in unit tests), after the commit."""
+    from taskforce.mail import service as mail
 
     sent: list = []
-    monkeypatch.setattr(mail.deliver, "delay", lambda to, subject, body: sent.append(to))
+    monkeypatch.setattr(mail, "send_mail", lambda *, to, subject, body: sent.append(list(to)))
     return sent
 
 

@@ -33,12 +33,13 @@ def clock(monkeypatch):
 
 @pytest.fixture()
 def mails(monkeypatch):
-    """What would go to the SMTP relay, recorded at mail.deliver.delay (after the commit);
-    the real relay is exercised in tests/integration/test_deconfliction_operations.py."""
-    from taskforce import mail
+    """What reaches the SMTP relay through the mail outbox after the commit, recorded
+    at send_mail (patched: no relay in unit tests); the real relay is exercised in
+    tests/integration/test_deconfliction_operations.py."""
+    from taskforce.mail import service as mail
 
     sent: list[tuple[list[str], str, str]] = []
-    monkeypatch.setattr(mail.deliver, "delay", lambda to, subject, body: sent.append(
+    monkeypatch.setattr(mail, "send_mail", lambda *, to, subject, body: sent.append(
         (list(to), subject, body)))
     return sent
 

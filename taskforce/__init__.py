@@ -42,7 +42,7 @@ def create_app(overrides: Mapping[str, Any] | None = None,
         "SessionCookie": {"type": "apiKey", "in": "cookie", "name": "session"},
     }
 
-    from taskforce import cli, errors, jobs, mail, web  # noqa: F401  (mail registers its job)
+    from taskforce import cli, errors, jobs, mail, web
     from taskforce.extensions import csrf, db, limiter, login_manager, migrate
 
     db.init_app(app)

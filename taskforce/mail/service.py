@@ -137,13 +137,16 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
         session.info.pop(_FLUSHED, None)
 
 
-def _send_here(mail_ids: list[int]) -> None:
-    """In this process, in a session of its own (the caller's has just committed)."""
+def _send_here(mail_ids: list[int], *, and_sweep: bool = False) -> None:
+    """In this process, in a session of its own (the caller's has just committed).
+    `and_sweep`: also send what an earlier failure left (where no beat runs)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
         with app.app_context():  # a fresh app context is a fresh db.session
             try:
                 send(mail_ids)
+                if and_sweep:
+                    sweep()
             finally:
                 db.session.remove()
     except Exception:  # the database itself: the committed rows wait for the sweep
@@ -155,12 +158,16 @@ def _hand_to_job(mail_ids: list[int]) -> None:
     from taskforce.mail import tasks
 
     celery = current_app.extensions.get("celery")
-    eager = celery is None or bool(celery.conf.task_always_eager)
+    if celery is None or celery.conf.task_always_eager:
+        # No broker (development): sent here, sweeping too as no beat runs. Not through
+        # Celery's eager apply: its "inside a task" flag is one global of the process,
+        # which two requests committing at once can leave set for good.
+        _send_here(mail_ids, and_sweep=True)
+        return
     # this app's own Celery (its broker), not whichever app was made last in the process
-    job = celery.tasks[tasks.send_queued.name] if celery is not None else tasks.send_queued
+    job = celery.tasks[tasks.send_queued.name]
     try:
-        # In-process (no broker, no beat), the job also sweeps what an earlier failure left.
-        job.apply_async((mail_ids,), {"sweep": eager}, retry_policy=PUBLISH_RETRY)
+        job.apply_async((mail_ids,), retry_policy=PUBLISH_RETRY)
     except Exception as exc:  # noqa: BLE001  (committed stays committed: the sweep sends it)
         log.warning("mail: could not queue the send of outbox rows %s (%s: %s); the sweep "
                     "will send them", mail_ids[:20], type(exc).__name__, exc)

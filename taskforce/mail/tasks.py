@@ -17,14 +17,10 @@ SWEEP_ENTRY = "mail-sweep-outbox"
 
 
 @job(ignore_result=True)
-def send_queued(mail_ids: list[int], sweep: bool = False) -> dict[str, Any]:
-    """`sweep`: also send what is due (in-process, where no beat runs)."""
+def send_queued(mail_ids: list[int]) -> dict[str, Any]:
     from taskforce.mail import service
 
-    out = service.send(mail_ids).as_dict()
-    if sweep:
-        out["sweep"] = service.sweep().as_dict()
-    return out
+    return service.send(mail_ids).as_dict()
 
 
 @job(ignore_result=True)

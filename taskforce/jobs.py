@@ -2,15 +2,18 @@
 
 With CELERY_BROKER_URL empty (the embedded default) tasks run in-process
 (task_always_eager). Tasks carry ids, not objects; `job` gives each run an
-app context and a clean session that is rolled back on error.
+app context and a clean session that is rolled back on error. App code sends
+jobs with `dispatch` (never .delay/.apply_async: see there why).
 """
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from celery import Celery, Task, shared_task
-from flask import Flask
+from flask import Flask, current_app
 
 log = logging.getLogger(__name__)
 
@@ -73,3 +76,36 @@ def job(*task_args, **task_kwargs):
         return shared_task(*task_args, name=f"{fn.__module__}.{fn.__name__}", **task_kwargs)(run)
 
     return deco
+
+
+def no_broker() -> bool:
+    """True where jobs run in this process (no broker: development and tests)."""
+    celery = current_app.extensions.get("celery")
+    return celery is None or bool(celery.conf.task_always_eager)
+
+
+def dispatch(task: Task, args: Sequence[Any] = (), kwargs: dict[str, Any] | None = None, *,
+             queue: str | None = None, retry_policy: dict[str, Any] | None = None) -> None:
+    """Send a job from app code: to this app's own broker (tests build several apps
+    with different brokers, so not whichever Celery was made last), or, with no broker,
+    run it now in this process, in a fresh app context (a session of its own: the
+    caller's is untouched); its error reaches the caller, as eager Celery's did.
+
+    Not through Celery's eager apply (delay/apply_async without a broker): that marks
+    "inside a task" in one global of the process (celery._state._task_join_will_block),
+    which two threads applying at once can leave set for good; every result.get() in
+    the process then fails with "Never call result.get() within a task!"."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    celery = app.extensions.get("celery")
+    kwargs = dict(kwargs or {})
+    if celery is None or celery.conf.task_always_eager:
+        run = (celery.tasks[task.name] if celery is not None else task).run
+        with app.app_context():
+            run(*args, **kwargs)
+        return
+    options: dict[str, Any] = {}
+    if queue:
+        options["queue"] = queue
+    if retry_policy is not None:
+        options["retry_policy"] = retry_policy
+    celery.tasks[task.name].apply_async(tuple(args), kwargs, **options)

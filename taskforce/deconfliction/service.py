@@ -657,11 +657,12 @@ def _dispatch(pending: dict[str, Any]) -> None:
     """The second-degree check, after the commit (the mail is in the outbox, committed
     with the hits). Never raises: what is committed stays committed."""
     from taskforce.deconfliction import tasks
+    from taskforce.jobs import dispatch
 
     reg_ids = sorted(set(pending.get("second_degree") or []))
     if reg_ids:
         try:
-            tasks.second_degree_check.delay(reg_ids)
+            dispatch(tasks.second_degree_check, (reg_ids,))
         except Exception:
             log.exception("deconfliction: could not start the second-degree check")
 

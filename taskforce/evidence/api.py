@@ -124,7 +124,7 @@ def upload(case_id: int):
         filename=_meta("filename"), description=_meta("description"),
         collected_at=_meta("collected_at"), collected_by=_meta("collected_by"),
         collected_place=_meta("collected_place"), source=_meta("source"),
-        expected_sha256=_meta("sha256"))
+        expected_sha256=_meta("sha256"), length=request.content_length)
     return item, 201
 
 

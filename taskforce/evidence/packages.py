@@ -520,8 +520,9 @@ def request_package(*, actor: Actor, case_id: Any, item_ids: Any, title: Any = N
                        "try again.") from None
     package_id = package.id
     from taskforce.evidence import tasks
+    from taskforce.jobs import dispatch
 
-    tasks.build_package.delay(package_id)
+    dispatch(tasks.build_package, (package_id,))
     return db.session.get(Package, package_id, populate_existing=True)
 
 

@@ -286,8 +286,9 @@ def _commit(message: str) -> None:
 def ingest(*, actor: Actor, case_id: Any, stream: BinaryIO, filename: Any = None,
            description: Any = None, collected_at: Any = None, collected_by: Any = None,
            collected_place: Any = None, source: Any = None, expected_sha256: Any = None,
-           store: EvidenceStore | None = None) -> EvidenceItem:
+           length: int | None = None, store: EvidenceStore | None = None) -> EvidenceItem:
     """Store the bytes of `stream` (hashed in the same pass) and record them as an item.
+    `length`: the size the sender declared (Content-Length of a raw body), if known.
 
     Needs WRITE on the case. Metadata is checked before a byte is read; the
     record, its COLLECTED and RECEIVED events and the audit record are written
@@ -319,7 +320,8 @@ def ingest(*, actor: Actor, case_id: Any, stream: BinaryIO, filename: Any = None
 
     store = store or get_store()
     try:
-        stored = store.put_stream(stream, expected_sha256=expected, max_bytes=_max_bytes())
+        stored = store.put_stream(stream, expected_sha256=expected, max_bytes=_max_bytes(),
+                                  length=length)
     except DomainError as err:
         db.session.rollback()
         audit.record_now(actor=actor, action="evidence.ingest",
@@ -381,9 +383,10 @@ def _queue_text_extraction(item_id: int) -> None:
     import logging
 
     from taskforce.evidence import tasks
+    from taskforce.jobs import dispatch
 
     try:
-        tasks.extract_text.delay(item_id)
+        dispatch(tasks.extract_text, (item_id,))
     except Exception:
         db.session.rollback()
         logging.getLogger(__name__).exception("evidence: text extraction of item %s not "

@@ -46,6 +46,7 @@ HEAD_BYTES = 8192  # kept from the start of the stream to detect the content typ
 ASYNC_HASH_MIN = 1024 * 1024  # smaller inputs are hashed inline (no threads)
 S3_PART_SIZE = 8 * 1024 * 1024  # multipart part size (S3 wants >= 5 MiB)
 S3_PARALLEL_PARTS = 3  # parts in flight at once: memory is at most (this + 1) x part size
+S3_WHOLE_PUT_MAX = 5 * 1024**3  # S3's limit for one PUT: a larger upload goes in parts
 BLOB_PREFIX = "blobs/"  # large uploads without a client hash land here (see S3Store)
 STAGING_PREFIX = "staging/"  # the earlier design's upload keys: only swept now
 POINTER_META = "taskforce-blob"  # x-amz-meta-taskforce-blob(-version): a pointer's target
@@ -103,7 +104,7 @@ class EvidenceStore(Protocol):
     name: str
 
     def put_stream(self, stream: BinaryIO, *, expected_sha256: str | None = None,
-                   max_bytes: int | None = None) -> StoredObject: ...
+                   max_bytes: int | None = None, length: int | None = None) -> StoredObject: ...
 
     def open_stream(self, sha256: str) -> Iterator[bytes]: ...
 
@@ -467,7 +468,8 @@ class LocalFolderStore:
         return self.root / key_for(sha256)
 
     def put_stream(self, stream: BinaryIO, *, expected_sha256: str | None = None,
-                   max_bytes: int | None = None) -> StoredObject:
+                   max_bytes: int | None = None, length: int | None = None) -> StoredObject:
+        """`length`, the declared size, changes nothing here: the bytes go to a file."""
         expected = _expected(expected_sha256)
         reader = HashingReader(stream, max_bytes=max_bytes)
         try:
@@ -718,6 +720,8 @@ class S3Store:
             client = cls(endpoint, access_key=access_key, secret_key=secret_key,
                          secure=secure, region=region, http_client=http)
         self.client = client
+        # a streamed body cannot be signed (its SHA-256 is known only at the end)
+        self._streams_whole = bool(getattr(client, "sends_unsigned", False))
 
     # errors -------------------------------------------------------------------
 
@@ -748,7 +752,9 @@ class S3Store:
     # writing ------------------------------------------------------------------
 
     def put_stream(self, stream: BinaryIO, *, expected_sha256: str | None = None,
-                   max_bytes: int | None = None) -> StoredObject:
+                   max_bytes: int | None = None, length: int | None = None) -> StoredObject:
+        """`length`: the size the caller declared (a request's Content-Length), if any;
+        the bytes must then be exactly that many."""
         import urllib3
         from minio.error import MinioException, S3Error
 
@@ -761,7 +767,12 @@ class S3Store:
                 raise Invalid("The upload is empty: there are no bytes to store.",
                               fields={"file": ["Empty."]})
             if len(first[0]) < self.part_size:  # all of it, and its hash, are known
+                if length is not None and len(first[0]) != length:
+                    raise _short_or_long(len(first[0]), length)
                 return self._put_small(reader, bytes(first[0]), expected)
+            if length is not None and length <= S3_WHOLE_PUT_MAX and self._streams_whole:
+                return self._put_large_via_blob(reader, buffers, first, expected=expected,
+                                                length=length)
             if expected is not None:
                 return self._put_large_to_content_key(reader, buffers, first, expected)
             return self._put_large_via_blob(reader, buffers, first)
@@ -831,16 +842,21 @@ class S3Store:
         return self._stored(reader, version_id=version_id, deduplicated=False)
 
     def _put_large_via_blob(self, reader: HashingReader, buffers: _PartBuffers,
-                            first: _Part) -> StoredObject:
+                            first: _Part, *, expected: str | None = None,
+                            length: int | None = None) -> StoredObject:
         blob = f"{BLOB_PREFIX}{datetime.now(UTC):%Y%m%d}/{secrets.token_hex(16)}"
-        upload_id, parts = self._upload_parts(blob, reader, buffers, first, {})
+        if length is not None:
+            blob_version = self._upload_whole(blob, reader, buffers, first, length)
+        else:
+            upload_id, parts = self._upload_parts(blob, reader, buffers, first, {})
+            try:
+                blob_version = self._complete(blob, upload_id, parts, if_absent=False)
+            except BaseException:
+                self._abort(blob, upload_id)
+                raise
+            assert blob_version is not _TAKEN
         try:
-            blob_version = self._complete(blob, upload_id, parts, if_absent=False)
-        except BaseException:
-            self._abort(blob, upload_id)
-            raise
-        assert blob_version is not _TAKEN
-        try:
+            reader.check(expected)  # before a pointer names the blob
             sha256 = reader.sha256.hexdigest()
             key = key_for(sha256)
             current = self._stat(key)
@@ -869,6 +885,103 @@ class S3Store:
                                          version_id=blob_version)
         return self._stored(reader, version_id=put.version_id, deduplicated=False,
                             data_key=blob)
+
+    def _upload_whole(self, key: str, reader: HashingReader, buffers: _PartBuffers,
+                      first: _Part, length: int) -> str | None:
+        """One PUT of `length` bytes streamed from `first` and the rest of the reader:
+        a sender thread writes each part to the socket while the next is read into a
+        free buffer and hashed. One request, not parts: the server writes the bytes
+        once (parts are written, then copied into the object when completed).
+
+        The server's ETag of a single PUT is the MD5 of what it received: it must
+        equal ours, or the blob is removed and the upload refused. A body cut short
+        (our input failed) is dropped by the connection; a server that stores it
+        truncated anyway (versitygw does) leaves an unlocked blob no pointer names,
+        which `remove_orphans` deletes. (Framing the body as aws-chunked with our
+        SHA-256 as a trailer would make the server refuse both, but its chunk
+        parser cost more CPU than the multipart upload this replaces.)
+        Returns the version id."""
+        chunks: queue.SimpleQueue[_Part | None] = queue.SimpleQueue()
+        failed = threading.Event()
+        outcome: dict[str, Any] = {}
+
+        def free_waiting() -> None:
+            """Parts the sender will never take: their buffers are free once hashed."""
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    if (part := chunks.get_nowait()) is not None:
+                        part[1].release()
+
+        def body() -> Iterator[memoryview]:
+            while (part := chunks.get()) is not None:
+                view, done = part
+                try:
+                    if not view:
+                        return
+                    yield view
+                finally:
+                    done.release()  # on the socket (or never will be)
+            raise _BodyBroken("the upload's input failed")  # the request is dropped
+
+        def send() -> None:
+            try:
+                response = self.client._execute(
+                    "PUT", self.bucket, key, body=_OneShotBody(body, length),
+                    headers={"Content-Type": "application/octet-stream"})
+                outcome["headers"] = response.headers
+            except _BodyBroken as e:
+                outcome["error"] = Unavailable(
+                    f"The evidence store cannot take the upload ({self.endpoint}), and a "
+                    "stream cannot be sent twice; nothing was stored. Try again later."
+                ) if e.resent else e
+                failed.set()
+            except BaseException as e:  # noqa: BLE001  (raised by the reading thread)
+                outcome["error"] = e
+                failed.set()
+            if failed.is_set():
+                free_waiting()  # the reading thread may be waiting for one
+
+        sender = threading.Thread(target=send, name="s3-put", daemon=True)
+        sender.start()
+        part: _Part | None = first
+        try:
+            while part is not None and not failed.is_set():
+                view = part[0]
+                if reader.size > length or (not view and reader.size != length):
+                    raise _short_or_long(reader.size, length)
+                end = None
+                if view and reader.size == length:
+                    # the last declared byte: the input must end before the server
+                    # has them all (with all of them it would store the object)
+                    end = self._next_part(reader, buffers)
+                    if end[0]:
+                        end[1].release()  # never sent
+                        raise _short_or_long(reader.size, length)
+                chunks.put(part)
+                part = None
+                if end is not None:
+                    part = end
+                elif view:
+                    part = self._next_part(reader, buffers)
+        except BaseException:
+            chunks.put(None)  # the sender drops the request
+            raise
+        finally:
+            if part is not None:  # read, never queued
+                part[1].release()
+            sender.join()
+            free_waiting()
+        if "error" in outcome:
+            raise outcome["error"]
+        headers = outcome["headers"]
+        version_id = headers.get("x-amz-version-id")
+        received = _md5_of_etag(headers)
+        if received is not None and received != reader.md5.hexdigest():
+            self._remove_version(key, version_id)
+            raise Unavailable(
+                f"The evidence store received other bytes than were sent (its MD5 "
+                f"{received}, ours {reader.md5.hexdigest()}); nothing was stored. Try again.")
+        return version_id
 
     def _upload_parts(self, key: str, reader: HashingReader, buffers: _PartBuffers,
                       first: _Part, headers: dict[str, str]) -> tuple[str, list[Any]]:
@@ -1173,6 +1286,8 @@ def _unsigned_bodies(base: type) -> type:
     request itself stays signed; the sweep re-hashes what was stored."""
 
     class Client(base):  # type: ignore[misc, valid-type]
+        sends_unsigned = True  # so a body can stream without being read first
+
         def _build_headers(self, host, headers=None, body=None, creds=None):
             if body is None or len(body) < 1024 * 1024 or creds is None:
                 return super()._build_headers(host, headers, body, creds)
@@ -1185,6 +1300,50 @@ def _unsigned_bodies(base: type) -> type:
 
 
 _TAKEN: Any = object()  # CompleteMultipartUpload found the key taken (If-None-Match)
+
+
+class _BodyBroken(Exception):
+    """Raised inside a streamed PUT's body to drop the request: not an OSError, so
+    urllib3 neither swallows it (it ignores a broken pipe) nor retries it."""
+
+    def __init__(self, message: str, *, resent: bool = False):
+        super().__init__(message)
+        self.resent = resent
+
+
+class _OneShotBody:
+    """A streamed request body of a declared length that can be sent once: a retry
+    (urllib3 retries some failures) would send an empty or partial stream."""
+
+    def __init__(self, chunks: Callable[[], Iterator[memoryview]], length: int):
+        self._chunks: Callable[[], Iterator[memoryview]] | None = chunks
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[memoryview]:
+        if self._chunks is None:
+            raise _BodyBroken("a streamed body cannot be sent twice", resent=True)
+        chunks, self._chunks = self._chunks, None
+        return chunks()
+
+
+def _md5_of_etag(headers: Any) -> str | None:
+    """The MD5 a single PUT's ETag gives, or None where the ETag is something else
+    (objects encrypted with SSE-KMS or SSE-C: S3 documents those ETags as not MD5)."""
+    etag = (headers.get("ETag") or "").strip('"').lower()
+    encrypted = (headers.get("x-amz-server-side-encryption") or "").startswith("aws:kms") \
+        or headers.get("x-amz-server-side-encryption-customer-algorithm")
+    if encrypted or len(etag) != 32 or not set(etag) <= _HEX:
+        return None
+    return etag
+
+
+def _short_or_long(size: int, length: int) -> DomainError:
+    return Invalid(f"The upload declared {length:,} bytes and {size:,} arrived "
+                   "(Content-Length); nothing was stored.",
+                   fields={"file": ["Its size does not match the declared length."]})
 
 
 def _pointer_of(headers: Any) -> tuple[str, str | None] | None:

@@ -911,9 +911,10 @@ def _after_commit(entity_ids: list[int]) -> None:
     try:
         from taskforce.deconfliction import matching
         from taskforce.deconfliction import tasks as deconfliction_tasks
+        from taskforce.jobs import dispatch
 
         if matching.graph_configured():
-            deconfliction_tasks.second_degree_for_entities.delay(entity_ids)
+            dispatch(deconfliction_tasks.second_degree_for_entities, (entity_ids,))
     except Exception:  # the import is committed; the check runs again with the next change
         log.warning("import: could not start the second-degree check", exc_info=True)
 
@@ -1083,9 +1084,10 @@ def dispatch_run(run_id: int) -> None:
     If the broker cannot take it, the run is marked failed with the reason, so that
     importing the same file again queues it again instead of waiting forever."""
     from taskforce.graph import tasks
+    from taskforce.jobs import dispatch
 
     try:
-        tasks.run_import.delay(run_id)
+        dispatch(tasks.run_import, (run_id,))
     except Exception as exc:  # the broker is down: the file is kept; say so
         log.warning("import %s: could not queue the job", run_id, exc_info=True)
         _fail(run_id, f"Could not queue the import job ({type(exc).__name__}); "

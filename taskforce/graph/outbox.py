@@ -88,13 +88,12 @@ def request_drain() -> None:
     else by a worker). Never raises: the rows are committed and will wait."""
     try:
         from taskforce.graph import tasks
+        from taskforce.jobs import dispatch, no_broker
 
-        celery = current_app.extensions.get("celery")
-        eager = celery is None or bool(celery.conf.task_always_eager)
-        if eager and _backing_off():
+        if no_broker() and _backing_off():
             log.info("graph outbox: graph engine recently unreachable; rows wait for the next drain")
             return
-        tasks.drain_outbox.delay()
+        dispatch(tasks.drain_outbox)
     except Exception:  # a write that committed must not fail here
         log.warning("graph outbox: could not start the drain; the rows wait", exc_info=True)
 

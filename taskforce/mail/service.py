@@ -155,19 +155,16 @@ def _send_here(mail_ids: list[int], *, and_sweep: bool = False) -> None:
 
 
 def _hand_to_job(mail_ids: list[int]) -> None:
+    from taskforce.jobs import dispatch, no_broker
     from taskforce.mail import tasks
 
-    celery = current_app.extensions.get("celery")
-    if celery is None or celery.conf.task_always_eager:
-        # No broker (development): sent here, sweeping too as no beat runs. Not through
-        # Celery's eager apply: its "inside a task" flag is one global of the process,
-        # which two requests committing at once can leave set for good.
+    if no_broker():
+        # No broker (development): sent here, sweeping too as no beat runs; a failure
+        # is logged, never raised (the rows are committed: the sweep sends them).
         _send_here(mail_ids, and_sweep=True)
         return
-    # this app's own Celery (its broker), not whichever app was made last in the process
-    job = celery.tasks[tasks.send_queued.name]
     try:
-        job.apply_async((mail_ids,), retry_policy=PUBLISH_RETRY)
+        dispatch(tasks.send_queued, (mail_ids,), retry_policy=PUBLISH_RETRY)
     except Exception as exc:  # noqa: BLE001  (committed stays committed: the sweep sends it)
         log.warning("mail: could not queue the send of outbox rows %s (%s: %s); the sweep "
                     "will send them", mail_ids[:20], type(exc).__name__, exc)

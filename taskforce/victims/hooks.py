@@ -140,13 +140,10 @@ def _after_commit(session: Session) -> None:
     check_ids = session.info.pop(_WRITTEN, None)
     if not check_ids or not has_app_context():
         return  # no app to send the job with: the sweep runs the checks
+    from taskforce.jobs import dispatch, no_broker
     from taskforce.victims import tasks
 
-    celery = current_app.extensions.get("celery")
-    eager = celery is None or bool(celery.conf.task_always_eager)
-    # this app's own Celery (its broker), not whichever app was made last in the process
-    job = celery.tasks[tasks.run_alert_checks.name] if celery is not None \
-        else tasks.run_alert_checks
+    eager = no_broker()
     # Its own queue when the deployment names one (DESIGN.md: a long import or a slow
     # graph drain must never delay an alert); else the default queue.
     queue = current_app.config.get("VICTIMS_ALERT_QUEUE") or None
@@ -155,8 +152,8 @@ def _after_commit(session: Session) -> None:
             # In-process (no broker, no beat), the first job also runs checks an
             # earlier failure left waiting. A refused publish is not retried for long
             # here: the checks are committed and the sweep runs them.
-            job.apply_async(([check_id],), {"sweep": eager and n == 0}, queue=queue,
-                            retry_policy=PUBLISH_RETRY)
+            dispatch(tasks.run_alert_checks, ([check_id],), {"sweep": eager and n == 0},
+                     queue=queue, retry_policy=PUBLISH_RETRY)
         except Exception as exc:  # noqa: BLE001  (committed stays committed: the sweep runs it)
             log.warning("victims: could not queue the survivor-alert checks %s (%s: %s); "
                         "the sweep will run them", check_ids[n:n + 20], type(exc).__name__,

@@ -26,6 +26,7 @@ from taskforce.evidence.models import CustodyEvent, EvidenceItem
 from taskforce.evidence.storage import S3_PART_SIZE, S3Store, get_store, key_for
 from taskforce.extensions import db
 from tests.factories_investigations import api_caller, ensure_registered, make_case, person
+from tests.integration.test_evidence_ingest_pipeline import swept_after_the_server_settles
 
 pytestmark = pytest.mark.integration
 
@@ -145,9 +146,9 @@ def _read_all(client, bucket, key, version_id=None) -> str:
 
 
 @pytest.mark.parametrize("client_hash", [False, True], ids=["no-client-hash", "client-hash"])
-def test_streamed_multipart_upload_hash_and_retention(ev_app, setup, s3_service, client_hash, leftovers):
+def test_streamed_upload_hash_and_retention(ev_app, setup, s3_service, client_hash, leftovers):
     _, _, case_id, caller = setup
-    body = Generated(20 * 1024 * 1024 + 12345)  # three 8 MiB parts
+    body = Generated(20 * 1024 * 1024 + 12345)  # three 8 MiB buffers
     assert body.size > S3_PART_SIZE
     query = "description=Phone%20extraction"
     if client_hash:
@@ -165,12 +166,13 @@ def test_streamed_multipart_upload_hash_and_retention(ev_app, setup, s3_service,
     client, bucket = s3_service.client(), s3_service.bucket
     stat = client.stat_object(bucket, item["storage_key"])
     data_key, data_version = get_store().data_location(item["sha256"])
-    if client_hash:  # straight to the content key: no blob, no pointer
-        assert data_key == item["storage_key"] and stat.size == body.size
-    else:  # the bytes under a blob key of their own, a locked pointer under the content key
-        assert data_key.startswith("blobs/") and stat.size < 1000
-        pointer = json.loads(client.get_object(bucket, item["storage_key"]).data)
-        assert pointer["sha256"] == item["sha256"] and pointer["blob"] == data_key
+    # A raw body declares its length: one streamed PUT to a blob key of its own (with the
+    # client's hash too, checked before anything names the blob), a locked pointer under
+    # the content key. (Without a length, the content-key path: test_evidence_ingest_pipeline.)
+    assert data_key.startswith("blobs/") and stat.size < 1000
+    pointer = json.loads(client.get_object(bucket, item["storage_key"]).data)
+    assert pointer["sha256"] == item["sha256"] and pointer["blob"] == data_key
+    assert not client._list_multipart_uploads(bucket).uploads  # one PUT, no parts
     # the bytes in the store are the bytes sent
     assert _read_all(client, bucket, data_key, data_version) == body.sha.hexdigest()
 
@@ -230,7 +232,7 @@ def test_upload_aborted_midway_leaves_no_record(ev_app, setup, s3_service, lefto
     resp = _post(caller, case_id, body)
     assert resp.status_code == 400
     assert _items() == 0
-    assert leftovers() == []
+    assert swept_after_the_server_settles(get_store(), leftovers) == set()
 
 
 def test_store_unreachable_is_503_and_no_record(ev_app, setup):

@@ -351,7 +351,7 @@ def _record_digital(*, actor: Actor, case_id: int, stored: StoredObject, meta: d
     ledger.append(db.session, item, kind="RECEIVED", at=now(), place=f"evidence store "
                   f"({store_name}) {stored.key}", reason="Uploaded to the evidence store",
                   details={"sha256": stored.sha256, "md5": stored.md5, "size": stored.size,
-                           "storage_key": stored.key, "backend": store_name,
+                           "md5_by": stored.md5_by, "storage_key": stored.key, "backend": store_name,
                            "version_id": stored.version_id,
                            "data_key": stored.data_key,
                            "deduplicated": stored.deduplicated,

@@ -194,6 +194,8 @@ def test_streamed_upload_hash_and_retention(ev_app, setup, s3_service, client_ha
     assert dl.status_code == 200 and hashlib.sha256(dl.data).hexdigest() == item["sha256"]
     custody = caller.get(f"/api/v1/evidence/{item['id']}").get_json()["custody"]
     assert [e["kind"] for e in custody] == ["COLLECTED", "RECEIVED", "ACCESSED"]
+    # one PUT: the MD5 is the store's, as it received the bytes (and equals hashlib's above)
+    assert custody[1]["details"]["md5_by"] == "store"
 
 
 def test_same_bytes_twice_one_object(ev_app, setup, s3_service):

@@ -3,16 +3,16 @@
 Objects are stored under their SHA-256 (`sha256/ab/cd/<hex>`), written once
 and never overwritten. `put_stream` reads its input once, in chunks, and
 computes SHA-256 and MD5 in that same pass while it sends the bytes on, in
-constant memory whatever the size:
+constant memory whatever the size (for a single S3 PUT the MD5 is the one the
+store computes as the bytes arrive, its ETag):
 
 * `LocalFolderStore` (EVIDENCE_DIR, the embedded default): a temp file in the
   same filesystem, fsync, then a hard link to the content path (atomic, fails
   if the path exists, so no overwrite and no copy).
 * `S3Store` (MinIO, or any S3 server with object lock): no server-side copy.
-  Small uploads and uploads whose SHA-256 the client sent go straight to the
-  content key (multipart, completed only once the hash matches); others go
-  to a blob key of their own and the content key gets a small locked pointer
-  to it (see the class).
+  Small uploads go straight to the content key; larger ones of a declared
+  length go as one PUT to a blob key of their own and the content key gets a
+  small locked pointer to it; of unknown length, multipart (see the class).
 
 Either way a failure midway (client gone, storage error, hash mismatch)
 leaves nothing behind, and an unreachable store is `errors.Unavailable` (503).
@@ -664,22 +664,28 @@ class S3Store:
 
     * one part or less: the bytes are in memory and hashed before the PUT,
       which goes straight to `sha256/ab/cd/<hex>` with its retention.
-    * larger, with the client's SHA-256: a multipart upload straight to the
-      content key. Nothing is visible (or locked) under a key until
-      CompleteMultipartUpload, and that is sent only once our hash of the
-      bytes equals the client's; on a mismatch the upload is aborted.
-    * larger, without it: a multipart upload to a key of its own,
-      `blobs/<day>/<random>` (written once); when the hash is known a small
-      POINTER object goes under the content key (locked; it names the blob
-      and its version in its metadata), then the blob version is locked.
-      Readers follow the pointer (one extra small GET).
+    * larger, of a declared length up to 5 GiB (a raw API upload's
+      Content-Length): one streamed PUT to a key of its own,
+      `blobs/<day>/<random>` (written once), MD5 from its ETag (see
+      `_upload_whole`); when the hash is known (and equals the client's, if
+      sent) a small POINTER object goes under the content key (locked; it
+      names the blob and its version in its metadata), then the blob version
+      is locked. Readers follow the pointer (one extra small GET).
+    * larger, of unknown length (a form upload) or over 5 GiB, with the
+      client's SHA-256: a multipart upload straight to the content key.
+      Nothing is visible (or locked) under a key until CompleteMultipartUpload,
+      and that is sent only once our hash of the bytes equals the client's;
+      on a mismatch the upload is aborted.
+    * the same without it: a multipart upload to a blob key and a pointer,
+      as above.
 
     Every write under a content key is conditional (If-None-Match: *): two
     uploads of the same bytes at once cannot overwrite each other; the loser
     is deduplicated (its blob, never locked, is deleted). Parts go up a few
-    at a time while the next one is read (straight into a reused buffer) and
-    hashed (SHA-256 and MD5 on a thread each), so reading, hashing and the
-    transfer overlap; memory is at most (parallel_parts + 1) x part_size.
+    at a time (or onto the one PUT's socket) while the next one is read
+    (straight into a reused buffer) and hashed (SHA-256 and MD5 on a thread
+    each), so reading, hashing and the transfer overlap; memory is at most
+    (parallel_parts + 1) x part_size.
 
     A crash between the blob and its pointer leaves an unlocked blob that no
     pointer names: `remove_orphans` (run by the integrity sweep) deletes
@@ -902,16 +908,16 @@ class S3Store:
                       first: _Part, length: int) -> tuple[str | None, str, str]:
         """One PUT of `length` bytes streamed from `first` and the rest of the reader:
         a sender thread writes each part to the socket while the next is read into a
-        free buffer and SHA-256 hashed. Returns the version id, the MD5 and who
-        computed it ("store", or "taskforce" where it was read back or hashed here).
+        free buffer and SHA-256 hashed (the reader computes no MD5). Returns the
+        version id, the MD5 and who computed it ("store", or "taskforce" where it
+        was read back).
 
         The MD5 is the server's: a single PUT's ETag is the MD5 of the bytes it
         received, computed as they streamed in. MD5 is the slowest hash (one core,
         about 0.7 GB/s) and the store computes it anyway; computing it here too
         cost ~0.1 of the ingest speed on 2 cores. SHA-256, which names the object
         and which the sweep re-checks, is always ours. Where the ETag is not an MD5
-        (SSE-KMS or SSE-C) the MD5 is read back from the store; where the reader
-        computed its own MD5, the two must agree.
+        (SSE-KMS or SSE-C) the MD5 is read back from the store.
 
         A body cut short (our input failed) is dropped with the connection; a
         server that stores it truncated anyway (versitygw does) leaves an unlocked
@@ -992,21 +998,14 @@ class S3Store:
             raise outcome["error"]
         headers = outcome["headers"]
         version_id = headers.get("x-amz-version-id")
-        md5, by = _md5_of_etag(headers), "store"
-        if reader.md5 is not None:  # computed here too: the two must agree
-            if md5 is not None and md5 != reader.md5.hexdigest():
-                self._remove_version(key, version_id)
-                raise Unavailable(
-                    f"The evidence store received other bytes than were sent (its MD5 "
-                    f"{md5}, ours {reader.md5.hexdigest()}); nothing was stored. Try again.")
-            md5, by = reader.md5.hexdigest(), "taskforce"
-        elif md5 is None:  # an ETag that is not the MD5 (encrypted): hashed from the store
-            try:
-                md5, by = self._md5_of(key, version_id), "taskforce"
-            except BaseException:
-                self._remove_version(key, version_id)
-                raise
-        return version_id, md5, by
+        md5 = _md5_of_etag(headers)
+        if md5 is not None:
+            return version_id, md5, "store"
+        try:  # an ETag that is not the MD5 (encrypted): hashed from what was stored
+            return version_id, self._md5_of(key, version_id), "taskforce"
+        except BaseException:
+            self._remove_version(key, version_id)
+            raise
 
     def _md5_of(self, key: str, version_id: str | None) -> str:
         digest = hashlib.md5(usedforsecurity=False)

@@ -6,9 +6,6 @@ lift the guard, is still caught by `verify_chain`.
 """
 from __future__ import annotations
 
-import threading
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -17,6 +14,7 @@ from taskforce.accounts.permissions import Actor
 from taskforce.audit import service
 from taskforce.audit.models import AuditEvent, install_append_only
 from taskforce.extensions import db
+from tests.concurrency import at_once
 
 pytestmark = pytest.mark.integration
 
@@ -78,22 +76,17 @@ def test_the_guard_is_installed_once_however_often_it_is_asked(app):
 
 def test_concurrent_appends_keep_one_chain(app):
     threads, per_thread = 8, 12
-    start = threading.Barrier(threads)
 
     def writer(n: int) -> None:
-        with app.app_context():
-            start.wait()
-            actor = Actor(user_id=n, username=f"user{n}", agency_id=n % 3)
-            for i in range(per_thread):
-                if i % 3 == 0:
-                    service.record_now(actor=actor, action="login.failure", outcome="denied")
-                else:
-                    service.record(actor=actor, action="case.read", object_id=i)
-                    db.session.commit()
+        actor = Actor(user_id=n, username=f"user{n}", agency_id=n % 3)
+        for i in range(per_thread):
+            if i % 3 == 0:
+                service.record_now(actor=actor, action="login.failure", outcome="denied")
+            else:
+                service.record(actor=actor, action="case.read", object_id=i)
+                db.session.commit()
 
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for done in [pool.submit(writer, n) for n in range(threads)]:
-            done.result()  # re-raises a writer's error here
+    at_once(app, writer, threads)  # re-raises a writer's error here
     seqs = db.session.scalars(sa.select(AuditEvent.seq).order_by(AuditEvent.seq)).all()
     assert seqs == list(range(1, threads * per_thread + 1))
     result = service.verify_chain(batch_size=10)

@@ -6,7 +6,6 @@ instant on PostgreSQL still find each other.
 Each test runs on SQLite and on PostgreSQL (the integration parametrisation)."""
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -16,6 +15,7 @@ from scripts import services
 from taskforce.deconfliction import operations
 from taskforce.deconfliction.models import Hit, Operation
 from taskforce.extensions import db
+from tests.concurrency import at_once
 from tests.unit.test_deconfliction_world import build_world, ensure_deconfliction
 
 pytestmark = pytest.mark.integration
@@ -73,28 +73,14 @@ def test_two_operations_submitted_at_once_still_find_each_other(app, db_backend)
     world = build_world()
     actors = [world.people["a"].actor, world.people["b"].actor]
     start, end = window()
-    barrier = threading.Barrier(len(actors))
-    errors: list[BaseException] = []
 
-    def plan(actor):
-        try:
-            with app.app_context():
-                barrier.wait(timeout=10)
-                operations.submit(actor=actor, kind="surveillance", latitude=MOTEL[0],
-                                  longitude=MOTEL[1], radius_m=300, starts_at=start,
-                                  ends_at=end)
-                db.session.remove()
-        except Exception as exc:  # noqa: BLE001  (re-raised in the test thread below)
-            errors.append(exc)
+    def plan(n: int) -> None:
+        operations.submit(actor=actors[n], kind="surveillance", latitude=MOTEL[0],
+                          longitude=MOTEL[1], radius_m=300, starts_at=start, ends_at=end)
 
     for _ in range(3):  # a few rounds: the race is a matter of timing
         db.session.remove()
-        threads = [threading.Thread(target=plan, args=(a,)) for a in actors]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=30)
-        assert not errors, errors
+        at_once(app, plan, len(actors), timeout=30)  # re-raises a thread's error
     ops = db.session.scalar(select(func.count()).select_from(Operation))
     hits = db.session.scalar(select(func.count()).select_from(Hit))
     # 6 operations, 3 from each agency: every pair across the agencies is one hit

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import socket
-import threading
 import time
 import uuid
 from datetime import timedelta
@@ -32,6 +31,7 @@ from taskforce.graph import service as graph
 from taskforce.graph.models import CaseEntity, Entity, Link
 from taskforce.victims import service, tasks
 from taskforce.victims.models import AlertCheck, SurvivorAlert
+from tests.concurrency import at_once
 from tests.unit.test_victims_alerts import add_phone, add_survivor, build_world
 
 pytestmark = pytest.mark.integration
@@ -181,27 +181,9 @@ class TestBrokerRefused:
         add_survivor(world)
         (check,) = [c for c in checks() if c.processed_at is None]
         emails = [world[who].user.email for who in CONCERNED]
+        check_id = check.id
         db.session.remove()
-        start = threading.Barrier(2)
-        raised: list[list[str]] = []
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            with app.app_context():
-                try:
-                    start.wait(10)
-                    raised.append([a.number for a in service.run_checks([check.id])])
-                except BaseException as e:  # noqa: BLE001  (reported below)
-                    errors.append(e)
-                finally:
-                    db.session.remove()
-
-        threads = [threading.Thread(target=run) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert not errors
+        raised = at_once(app, lambda _: [a.number for a in service.run_checks([check_id])], 2)
         assert sorted(len(r) for r in raised) == [0, 2]
         assert alert_count() == 2
         assert db.session.get(AlertCheck, check.id).processed_at is not None

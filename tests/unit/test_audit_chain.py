@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC
 
 import pytest
@@ -22,6 +20,7 @@ from taskforce.audit.models import (
     install_append_only,
 )
 from taskforce.extensions import db
+from tests.concurrency import at_once
 
 ANN = Actor(user_id=1, username="ann", agency_id=10, roles=frozenset({"investigator"}),
             ip="10.1.2.3", user_agent="pytest")
@@ -240,22 +239,17 @@ def test_record_now_refuses_to_wait_on_its_own_callers_lock(app):
 def test_concurrent_appends_never_fork_the_chain(app):
     """Writers racing for the head: every append lands, seq stays gapless, chain verifies."""
     threads, per_thread = 6, 10
-    start = threading.Barrier(threads)
 
     def writer(n: int) -> None:
-        with app.app_context():
-            start.wait()
-            for i in range(per_thread):
-                actor = Actor(user_id=n, username=f"user{n}")
-                if i % 2:
-                    service.record_now(actor=actor, action="login.failure", outcome="denied")
-                else:
-                    service.record(actor=actor, action="case.read", object_id=i)
-                    db.session.commit()
+        for i in range(per_thread):
+            actor = Actor(user_id=n, username=f"user{n}")
+            if i % 2:
+                service.record_now(actor=actor, action="login.failure", outcome="denied")
+            else:
+                service.record(actor=actor, action="case.read", object_id=i)
+                db.session.commit()
 
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        for done in [pool.submit(writer, n) for n in range(threads)]:
-            done.result()  # re-raises a writer's error here
+    at_once(app, writer, threads)  # re-raises a writer's error here
     assert [r.seq for r in _rows()] == list(range(1, threads * per_thread + 1))
     result = service.verify_chain(batch_size=7)
     assert result.ok and result.count == threads * per_thread

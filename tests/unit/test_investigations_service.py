@@ -2,7 +2,6 @@
 notes, timeline, validation and audit, called without HTTP."""
 from __future__ import annotations
 
-import threading
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -23,6 +22,7 @@ from taskforce.investigations.models import (
     PartnerGrant,
     Task,
 )
+from tests.concurrency import at_once
 from tests.factories import make_agency
 from tests.factories_investigations import make_case, person
 
@@ -89,26 +89,9 @@ def test_sequence_is_per_agency_and_restarts_each_year(app, lead, other_agency, 
 
 def test_concurrent_openers_never_share_a_number(app, lead):
     """Eight threads, each its own session and connection, open cases at once."""
-    actor, numbers, failures = lead[1], [], []
-    start = threading.Barrier(8)
-
-    def open_one():
-        with app.app_context():
-            try:
-                start.wait()
-                numbers.append(service.open_case(actor=actor, title="Concurrent",
-                                                 offences=["labor_trafficking"]).number)
-            except Exception as exc:  # noqa: BLE001  (any failure is the finding)
-                failures.append(repr(exc))
-            finally:
-                db.session.remove()
-
-    threads = [threading.Thread(target=open_one) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not failures
+    actor = lead[1]
+    numbers = at_once(app, lambda _: service.open_case(
+        actor=actor, title="Concurrent", offences=["labor_trafficking"]).number, 8)
     year = datetime.now(UTC).year
     assert sorted(numbers) == [f"IL0160000-{year}-{n:04d}" for n in range(1, 9)]
     assert db.session.get(CaseNumberSequence, (lead[0].agency_id, year)).last_value == 8

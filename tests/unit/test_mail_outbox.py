@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import smtplib
 import socket
-import threading
 import time
 from datetime import timedelta
 
@@ -25,6 +24,7 @@ from taskforce.accounts.models import utcnow
 from taskforce.extensions import db
 from taskforce.mail import service
 from taskforce.mail.models import OutgoingMail
+from tests.concurrency import at_once
 
 BODY = "A new deconfliction hit, DC-2026-000001, concerns you.\n"
 
@@ -227,27 +227,8 @@ def test_two_senders_at_once_send_it_once(app, relay):
     path and the sweep in two processes."""
     mail_id = put("spec@example.gov")
     relay.delay = 0.3  # the first holds the row while the relay talks
-    results: list[service.SendResult] = []
-    errors: list[BaseException] = []
-    start = threading.Barrier(2)
     db.session.remove()
-
-    def sender() -> None:
-        with app.app_context():
-            try:
-                start.wait(10)
-                results.append(mail.send([mail_id]))
-            except BaseException as e:  # noqa: BLE001  (reported below)
-                errors.append(e)
-            finally:
-                db.session.remove()
-
-    threads = [threading.Thread(target=sender) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert not errors
+    results = at_once(app, lambda _: mail.send([mail_id]), 2, timeout=30)
     assert sorted((r.sent, r.skipped) for r in results) == [(0, 1), (1, 0)]
     assert relay.calls == 1 and rows()[0].sent_at is not None
 

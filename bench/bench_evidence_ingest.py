@@ -10,10 +10,10 @@ started by scripts/services.py, bucket with object lock):
 * ours      POST /api/v1/cases/<id>/evidence with the file as the raw body,
             to the app served by werkzeug in a process of its own: streamed
             into S3 as one PUT of the declared length to a blob key of its own
-            (each 8 MiB buffer on the socket while the next is read and hashed,
-            SHA-256 and MD5 on a thread each; the server's MD5 of what it got
-            checked against ours; then a small locked pointer under the content
-            key: no server-side copy), the record and its custody events
+            (each 8 MiB buffer on the socket while the next is read and its
+            SHA-256 taken on a thread; the MD5 is the server's, the PUT's ETag,
+            computed as the bytes stream in; then a small locked pointer under
+            the content key: no server-side copy), the record and its custody events
             committed. The peak RSS of that process is read from /proc (VmHWM):
             `rss_at_start_mb` once the app is up, `rss_growth_mb` what the
             uploads added.
@@ -394,8 +394,8 @@ def main() -> int:
                  "rss_at_start_mb": round(rss_at_start, 1),
                  "rss_growth_mb": round(rss - rss_at_start, 1),  # what the uploads added
                  "what": "HTTP API raw body -> one streamed S3 PUT to a blob key + locked "
-                         "pointer under the content key (no copy), SHA-256+MD5 in the same "
-                         "pass, record committed"},
+                         "pointer under the content key (no copy), SHA-256 here and MD5 by the "
+                         "store (ETag) in the same pass, record committed"},
         "ours_client_hash": {**rate("ours_client_hash"),
                              "what": "the same with X-Content-SHA256, checked before the "
                                      "pointer is written"},

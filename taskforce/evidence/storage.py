@@ -684,7 +684,8 @@ class S3Store:
     is deduplicated (its blob, never locked, is deleted). Parts go up a few
     at a time (or onto the one PUT's socket) while the next one is read
     (straight into a reused buffer) and hashed (SHA-256 and MD5 on a thread
-    each), so reading, hashing and the transfer overlap; memory is at most
+    each; on the one PUT only SHA-256, its MD5 being the store's ETag), so
+    reading, hashing and the transfer overlap; memory is at most
     (parallel_parts + 1) x part_size.
 
     A crash between the blob and its pointer leaves an unlocked blob that no

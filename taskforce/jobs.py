@@ -98,7 +98,7 @@ def dispatch(task: Task, args: Sequence[Any] = (), kwargs: dict[str, Any] | None
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     celery = app.extensions.get("celery")
     kwargs = dict(kwargs or {})
-    if celery is None or celery.conf.task_always_eager:
+    if no_broker():
         run = (celery.tasks[task.name] if celery is not None else task).run
         with app.app_context():
             run(*args, **kwargs)

@@ -137,16 +137,13 @@ def _after_transaction_end(session: Session, transaction: SessionTransaction) ->
         session.info.pop(_FLUSHED, None)
 
 
-def _send_here(mail_ids: list[int], *, and_sweep: bool = False) -> None:
-    """In this process, in a session of its own (the caller's has just committed).
-    `and_sweep`: also send what an earlier failure left (where no beat runs)."""
+def _send_here(mail_ids: list[int]) -> None:
+    """In this process, in a session of its own (the caller's has just committed)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     try:
         with app.app_context():  # a fresh app context is a fresh db.session
             try:
                 send(mail_ids)
-                if and_sweep:
-                    sweep()
             finally:
                 db.session.remove()
     except Exception:  # the database itself: the committed rows wait for the sweep
@@ -158,13 +155,10 @@ def _hand_to_job(mail_ids: list[int]) -> None:
     from taskforce.jobs import dispatch, no_broker
     from taskforce.mail import tasks
 
-    if no_broker():
-        # No broker (development): sent here, sweeping too as no beat runs; a failure
-        # is logged, never raised (the rows are committed: the sweep sends them).
-        _send_here(mail_ids, and_sweep=True)
-        return
     try:
-        dispatch(tasks.send_queued, (mail_ids,), retry_policy=PUBLISH_RETRY)
+        # with no broker the job runs here, and sweeps too as no beat runs
+        dispatch(tasks.send_queued, (mail_ids,), {"sweep": no_broker()},
+                 retry_policy=PUBLISH_RETRY)
     except Exception as exc:  # noqa: BLE001  (committed stays committed: the sweep sends it)
         log.warning("mail: could not queue the send of outbox rows %s (%s: %s); the sweep "
                     "will send them", mail_ids[:20], type(exc).__name__, exc)

@@ -1,8 +1,9 @@
 """Background jobs of the mail outbox. Jobs carry ids, not messages: the rows are the
 messages, committed before any job is asked for (service.queue).
 
-* `send_queued(mail_ids)`: the fast path of mail queued by a web request: send these
-  rows after their commit (service.send).
+* `send_queued(mail_ids, sweep)`: the fast path of mail queued by a web request: send
+  these rows after their commit (service.send); `sweep` also sends what is due
+  (in-process, where no beat runs).
 * `sweep_outbox()`: every SWEEP_EVERY_SECONDS (Celery beat, `beat_entry`): send what
   is still unsent a few seconds after its commit, and forget rows sent long ago.
 """
@@ -17,10 +18,13 @@ SWEEP_ENTRY = "mail-sweep-outbox"
 
 
 @job(ignore_result=True)
-def send_queued(mail_ids: list[int]) -> dict[str, Any]:
+def send_queued(mail_ids: list[int], sweep: bool = False) -> dict[str, Any]:
     from taskforce.mail import service
 
-    return service.send(mail_ids).as_dict()
+    sent = service.send(mail_ids).as_dict()
+    if sweep:
+        service.sweep()
+    return sent
 
 
 @job(ignore_result=True)

@@ -249,6 +249,17 @@ def test_the_sweep_sends_a_row_the_fast_path_never_sent_and_spares_young_ones(ap
     assert old != young
 
 
+def test_without_a_broker_the_send_job_also_sends_what_an_earlier_failure_left(app, relay):
+    """No broker, no beat: the job a commit sends runs here and sweeps too, so a row
+    an earlier failure left behind goes out with the next mail, not never."""
+    assert app.extensions["celery"].conf.task_always_eager
+    left = put("left@example.gov", age=60)
+    mail.queue("next@example.gov", "Deconfliction hit", BODY, about="deconfliction_hit")
+    db.session.commit()
+    assert sorted(relay.to) == ["left@example.gov", "next@example.gov"]
+    assert all(r.sent_at is not None for r in rows()) and left
+
+
 def test_the_sweep_sends_oldest_first_and_a_bounded_batch(app, relay):
     ids = [put(f"p{i}@example.gov", age=100 - i) for i in range(5)]
     assert mail.sweep(limit=3).due == 3
